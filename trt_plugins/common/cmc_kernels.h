@@ -1,0 +1,88 @@
+// cmc kernel API: the CUDA implementations of the com.cmc operators, knowing nothing of TensorRT or
+// PyTorch. The math each function implements is the operator contract in
+// plugins/<op>/contract.json (the one source of truth); this header only fixes the calling convention.
+//
+// Conventions shared by every entry point:
+//  - tensors are dense NCHW (X, Y), weights as the contract lays them out, all device pointers;
+//  - scale/shift (the fused epilogue) are float32 device arrays of length M and are always given
+//    (ones/zeros when nothing was fused);
+//  - the functions only enqueue work on `stream`; they never synchronise and never allocate: scratch
+//    memory comes from `workspace`, at least *WorkspaceSize() bytes (may be nullptr when that is 0);
+//  - they validate the geometry first and return kInvalidArgument without touching memory when it is
+//    inconsistent (see validate()).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace cmc {
+
+enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1 };
+
+enum class Status : int32_t {
+    kSuccess = 0,
+    kInvalidArgument = 1,  // geometry, groups or pointers inconsistent
+    kUnsupported = 2,      // valid but not implemented for this dtype / architecture
+    kCudaError = 3,        // a launch failed; cudaGetLastError() has the reason
+};
+
+const char* statusString(Status s);
+
+// The geometry of one 2-D convolution-shaped operator (AdderConv, BinaryConv).
+struct ConvGeometry {
+    int32_t n = 0, c = 0, h = 0, w = 0;  // input X [n, c, h, w]
+    int32_t m = 0, kh = 0, kw = 0;       // output channels and kernel
+    int32_t strideH = 1, strideW = 1;
+    int32_t padTop = 0, padLeft = 0, padBottom = 0, padRight = 0;  // ONNX pads order t, l, b, r
+    int32_t dilationH = 1, dilationW = 1;
+    int32_t groups = 1;
+
+    int32_t cPerGroup() const { return groups > 0 ? c / groups : 0; }
+    int32_t mPerGroup() const { return groups > 0 ? m / groups : 0; }
+    int32_t outH() const { return (h + padTop + padBottom - dilationH * (kh - 1) - 1) / strideH + 1; }
+    int32_t outW() const { return (w + padLeft + padRight - dilationW * (kw - 1) - 1) / strideW + 1; }
+    // kSuccess, or kInvalidArgument when any size is non-positive, c or m is not divisible by
+    // groups, or the output would be empty.
+    Status validate() const;
+};
+
+struct Epilogue {
+    const float* scale = nullptr;  // [m]
+    const float* shift = nullptr;  // [m]
+    bool relu = false;
+};
+
+// ---- AdderConv --------------------------------------------------------------------------------
+// Forward: Y = act(scale * (-sum |Xpad - W|) + shift); padded taps contribute |W|.
+// x, w, y in `dtype`; FP16 accumulates in float32 so the contract tolerance holds.
+size_t adderConvForwardWorkspaceSize(const ConvGeometry& g, DType dtype);
+Status adderConvForward(const ConvGeometry& g, DType dtype, const void* x, const void* w,
+                        const Epilogue& ep, void* y, void* workspace, size_t workspaceSize,
+                        cudaStream_t stream);
+
+// Backward of the raw adder sum A = -sum |Xpad - W| (float32 only; the caller applies the
+// epilogue's chain rule to get gradA):
+//   gradW[m,c,p,q] = sum_{n,i,j} (Xpad - W) * gradA           (full precision, not sign)
+//   gradX[n,c,h,w] = sum_{m,p,q} HardTanh(W - X) * gradA      (padded taps give no input grad)
+// then gradW *= eta * sqrt(numel(W)) / max(||gradW||_2, 1e-12) when eta > 0 (AdderNet's adaptive
+// scale). Either output pointer may be nullptr to skip it.
+size_t adderConvBackwardWorkspaceSize(const ConvGeometry& g);
+Status adderConvBackward(const ConvGeometry& g, const float* x, const float* w, const float* gradA,
+                         float* gradX, float* gradW, float eta, void* workspace,
+                         size_t workspaceSize, cudaStream_t stream);
+
+// ---- BinaryConv -------------------------------------------------------------------------------
+// Weights packed as the contract says: int32 [m, kh, kw, ceil(cPerGroup/32)], bit b (LSB first) of
+// word k is channel 32k+b, 1 means +1, 0 means -1, tail bits zero.
+int32_t binaryWordsPerTap(int32_t cPerGroup);
+
+// Forward: Y = act(scale * sum_valid_taps(xb * wb) + shift); padded taps contribute 0.
+// binarizeInput: xb = (x >= 0 ? +1 : -1), else xb = x (float input with binary weights).
+size_t binaryConvForwardWorkspaceSize(const ConvGeometry& g, DType dtype, bool binarizeInput);
+Status binaryConvForward(const ConvGeometry& g, DType dtype, bool binarizeInput, const void* x,
+                         const int32_t* wPacked, const Epilogue& ep, void* y, void* workspace,
+                         size_t workspaceSize, cudaStream_t stream);
+
+}  // namespace cmc
