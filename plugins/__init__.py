@@ -1,0 +1,1 @@
+"""cmc.plugins: one folder per compressed operator (PyTorch op, training semantics, ONNX contract)."""

@@ -1,0 +1,166 @@
+"""``cmc::adder_conv``: the AdderConv contract as a PyTorch operator.
+
+A torch.library custom op (so it survives torch.export / torch.compile as one node) with a fake
+kernel, a CPU kernel, and AdderNet's training gradients:
+
+* weight grad  sum (X - W) * g         (full precision, not the sign the true derivative has),
+  then scaled by ``eta * sqrt(numel W) / ||gradW||_2`` (AdderNet's adaptive learning rate, eta=0.2);
+* input grad   sum HardTanh(W - X) * g.
+
+The CPU kernel never builds the N x M x (C kh kw) x L difference tensor of the research code: the
+forward is an L1 distance (``torch.cdist(p=1)``) between im2col patches and filters, the weight
+grad is a matmul identity, and the input grad is chunked over taps under a fixed memory budget.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..contract import conv_output_size, load
+from .._epilogue import apply_epilogue, epilogue_backward
+
+CONTRACT = load("adder_conv")
+DEFAULT_ETA = 0.2
+# Upper bound for the temporary of the chunked input-gradient loop.
+_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+def _out_hw(x_shape, w_shape, strides, pads, dilations):
+    ho = conv_output_size(x_shape[2], w_shape[2], strides[0], pads[0], pads[2], dilations[0])
+    wo = conv_output_size(x_shape[3], w_shape[3], strides[1], pads[1], pads[3], dilations[1])
+    return ho, wo
+
+
+def _unfold(x, w_shape, strides, pads, dilations):
+    """im2col of the zero-padded input: [N, C*kh*kw, L] (padded taps read 0)."""
+    xp = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+    cols = F.unfold(xp, (w_shape[2], w_shape[3]), dilation=tuple(dilations), stride=tuple(strides))
+    return xp.shape, cols
+
+
+def _adder_sum(x, w, strides, pads, dilations, group):
+    """A = -sum |Xpad - W| over each filter's taps, shape [N, M, Ho, Wo]."""
+    n = x.shape[0]
+    m = w.shape[0]
+    ho, wo = _out_hw(x.shape, w.shape, strides, pads, dilations)
+    _, cols = _unfold(x, w.shape, strides, pads, dilations)
+    k = cols.shape[1] // group
+    mg = m // group
+    outs = []
+    for g in range(group):
+        patches = cols[:, g * k:(g + 1) * k, :].transpose(1, 2)  # [N, L, K]
+        filters = w[g * mg:(g + 1) * mg].reshape(mg, k)
+        dist = torch.cdist(patches.contiguous(), filters.unsqueeze(0).expand(n, mg, k).contiguous(), p=1.0)
+        outs.append(dist.transpose(1, 2))  # [N, Mg, L]
+    acc = torch.cat(outs, dim=1) if group > 1 else outs[0]
+    return (-acc).reshape(n, m, ho, wo)
+
+
+def _check(x, w, scale, shift, strides, pads, dilations, group, activation):
+    attrs = CONTRACT.normalize(dict(kernel_shape=list(w.shape[2:]), strides=strides, pads=pads,
+                                    dilations=dilations, group=group, activation=activation))
+    if x.dim() != 4 or w.dim() != 4:
+        raise ValueError(f"AdderConv needs 4-D X and W, got {tuple(x.shape)} and {tuple(w.shape)}")
+    if x.shape[1] != w.shape[1] * group or w.shape[0] % group:
+        raise ValueError(f"AdderConv: X has {x.shape[1]} channels but W is {tuple(w.shape)} with group={group}")
+    if scale.shape != (w.shape[0],) or shift.shape != (w.shape[0],):
+        raise ValueError("AdderConv: scale and shift must have one value per output channel")
+    return attrs
+
+
+@torch.library.custom_op("cmc::adder_conv", mutates_args=())
+def adder_conv(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+               strides: list[int], pads: list[int], dilations: list[int], group: int,
+               activation: int, eta: float) -> torch.Tensor:
+    _check(x, w, scale, shift, strides, pads, dilations, group, activation)
+    acc = _adder_sum(x, w.to(x.dtype), strides, pads, dilations, group)
+    return apply_epilogue(acc, scale, shift, activation)
+
+
+@adder_conv.register_fake
+def _(x, w, scale, shift, strides, pads, dilations, group, activation, eta):
+    ho, wo = _out_hw(x.shape, w.shape, strides, pads, dilations)
+    return x.new_empty((x.shape[0], w.shape[0], ho, wo))
+
+
+def _setup_context(ctx, inputs, output):
+    x, w, scale, shift, strides, pads, dilations, group, activation, eta = inputs
+    ctx.save_for_backward(x, w, scale, shift, output)
+    ctx.conf = (strides, pads, dilations, group, activation, eta)
+
+
+def adder_input_grad(x, w, grad_acc, strides, pads, dilations, group):
+    """dX = fold( sum_m HardTanh(W - Xcols) * gradA ), chunked over taps; padded taps dropped."""
+    n, c, h, wd = x.shape
+    m = w.shape[0]
+    xp_shape, cols = _unfold(x, w.shape, strides, pads, dilations)
+    L = cols.shape[2]
+    k = cols.shape[1] // group
+    mg = m // group
+    g_flat = grad_acc.reshape(n, m, L)
+    gcols = torch.empty_like(cols)
+    per_tap = max(1, n * mg * L * cols.element_size())
+    chunk = max(1, min(k, _CHUNK_BYTES // per_tap))
+    for g in range(group):
+        wg = w[g * mg:(g + 1) * mg].reshape(mg, k)
+        gg = g_flat[:, g * mg:(g + 1) * mg, :]  # [N, Mg, L]
+        for t0 in range(0, k, chunk):
+            t1 = min(k, t0 + chunk)
+            xc = cols[:, g * k + t0:g * k + t1, :]  # [N, T, L]
+            ht = (wg[None, :, t0:t1, None] - xc[:, None, :, :]).clamp_(-1.0, 1.0)  # [N, Mg, T, L]
+            gcols[:, g * k + t0:g * k + t1, :] = torch.einsum("nmtl,nml->ntl", ht, gg)
+    gxp = F.fold(gcols, xp_shape[2:], (w.shape[2], w.shape[3]), dilation=tuple(dilations), stride=tuple(strides))
+    return gxp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd]
+
+
+def adder_weight_grad(x, w, grad_acc, strides, pads, dilations, group, eta):
+    """dW = sum_{n,l} (Xcols - W) * gradA  =  gradA @ Xcols^T - W * sum gradA; then adaptive scale."""
+    n = x.shape[0]
+    m = w.shape[0]
+    _, cols = _unfold(x, w.shape, strides, pads, dilations)
+    k = cols.shape[1] // group
+    mg = m // group
+    g_flat = grad_acc.reshape(n, m, -1)
+    parts = []
+    for g in range(group):
+        gg = g_flat[:, g * mg:(g + 1) * mg, :]
+        xc = cols[:, g * k:(g + 1) * k, :]
+        wg = w[g * mg:(g + 1) * mg].reshape(mg, k)
+        parts.append(torch.einsum("nml,nkl->mk", gg, xc) - wg * gg.sum(dim=(0, 2))[:, None])
+    gw = torch.cat(parts, 0).reshape(w.shape)
+    if eta > 0:
+        gw = gw * (eta * math.sqrt(w.numel()) / gw.norm(p=2).clamp(min=1e-12))
+    return gw
+
+
+def _backward(ctx, grad_y):
+    x, w, scale, shift, y = ctx.saved_tensors
+    strides, pads, dilations, group, activation, eta = ctx.conf
+    need_x, need_w, need_scale, need_shift = ctx.needs_input_grad[:4]
+    acc = None
+    if need_scale:
+        # Recompute rather than store the pre-epilogue sum for every training step.
+        acc = _adder_sum(x, w.to(x.dtype), strides, pads, dilations, group)
+    grad_acc, grad_scale, grad_shift = epilogue_backward(grad_y, y, acc, scale, activation, need_scale, need_shift)
+    gx = adder_input_grad(x, w.to(x.dtype), grad_acc, strides, pads, dilations, group) if need_x else None
+    gw = adder_weight_grad(x, w.to(x.dtype), grad_acc, strides, pads, dilations, group, eta).to(w.dtype) if need_w else None
+    return gx, gw, grad_scale, grad_shift, None, None, None, None, None, None
+
+
+adder_conv.register_autograd(_backward, setup_context=_setup_context)
+
+
+def to_onnx(x, w, scale, shift, strides, pads, dilations, group, activation, eta):
+    """Decomposition used at export: one com.cmc::AdderConv node (eta is training-only)."""
+    ho, wo = _out_hw(x.shape, w.shape, strides, pads, dilations)
+    return torch.onnx.ops.symbolic(
+        f"{CONTRACT.domain}::{CONTRACT.op_type}",
+        (x, w, scale, shift),
+        attrs=dict(kernel_shape=list(w.shape[2:]), strides=list(strides), pads=list(pads),
+                   dilations=list(dilations), group=int(group), activation=int(activation)),
+        dtype=x.dtype,
+        shape=(x.shape[0], w.shape[0], ho, wo),
+        version=CONTRACT.version,
+    )

@@ -1,0 +1,82 @@
+"""The BinaryConv contract as plain float64 NumPy, plus the weight bit-packing it defines."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..contract import conv_output_size, load
+
+CONTRACT = load("binary_conv")
+WORD_BITS = 32
+
+
+def binarize(v):
+    """+1 where v >= 0, else -1 (binarize(0) = +1, unlike torch.sign)."""
+    v = np.asarray(v)
+    return np.where(v >= 0, 1.0, -1.0)
+
+
+def words_per_tap(c_per_group: int) -> int:
+    return (c_per_group + WORD_BITS - 1) // WORD_BITS
+
+
+def pack_weights(w) -> np.ndarray:
+    """float [M, Cg, kh, kw] -> int32 [M, kh, kw, ceil(Cg/32)]: bit b of word k is channel 32k+b
+    (LSB first), 1 for +1 (w >= 0), 0 for -1; tail bits zero."""
+    w = np.asarray(w)
+    m, cg, kh, kw = w.shape
+    nw = words_per_tap(cg)
+    bits = np.zeros((m, kh, kw, nw * WORD_BITS), dtype=np.uint64)
+    bits[..., :cg] = (np.transpose(w, (0, 2, 3, 1)) >= 0)
+    bits = bits.reshape(m, kh, kw, nw, WORD_BITS)
+    weights = (np.uint64(1) << np.arange(WORD_BITS, dtype=np.uint64))
+    words = (bits * weights).sum(axis=-1).astype(np.uint32)
+    return words.view(np.int32)
+
+
+def unpack_weights(packed, c_per_group: int) -> np.ndarray:
+    """int32 [M, kh, kw, nw] -> float64 +-1 [M, Cg, kh, kw]."""
+    words = np.asarray(packed).astype(np.int32).view(np.uint32).astype(np.uint64)
+    m, kh, kw, nw = words.shape
+    if nw != words_per_tap(c_per_group):
+        raise ValueError(f"packed weights hold {nw} words per tap; {c_per_group} channels need {words_per_tap(c_per_group)}")
+    bits = (words[..., None] >> np.arange(WORD_BITS, dtype=np.uint64)) & np.uint64(1)
+    bits = bits.reshape(m, kh, kw, nw * WORD_BITS)
+    if np.any(bits[..., c_per_group:]):
+        raise ValueError("packed weights have nonzero tail bits")
+    pm1 = np.where(bits[..., :c_per_group] == 1, 1.0, -1.0)
+    return np.transpose(pm1, (0, 3, 1, 2))
+
+
+def reference(x, w_packed, scale, shift, **attrs) -> np.ndarray:
+    a = CONTRACT.normalize(attrs)
+    x = np.asarray(x, dtype=np.float64)
+    n, c, h, wd = x.shape
+    g = a["group"]
+    if c % g:
+        raise ValueError(f"X has {c} channels, not divisible by group {g}")
+    cg = c // g
+    w = unpack_weights(w_packed, cg)
+    m, _, kh, kw = w.shape
+    if list(a["kernel_shape"]) != [kh, kw] or m % g:
+        raise ValueError("BinaryConv: kernel_shape / group inconsistent with W_packed")
+    xb = binarize(x) if a["binarize_input"] else x
+    (sh, sw), (dh, dw) = a["strides"], a["dilations"]
+    pt, pl, pb, pr = a["pads"]
+    ho = conv_output_size(h, kh, sh, pt, pb, dh)
+    wo = conv_output_size(wd, kw, sw, pl, pr, dw)
+    # Padding after binarization: padded taps are 0 and add nothing.
+    xp = np.pad(xb, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    acc = np.zeros((n, m, ho, wo))
+    mg = m // g
+    for oc in range(m):
+        grp = oc // mg
+        for ci in range(cg):
+            for p in range(kh):
+                for q in range(kw):
+                    patch = xp[:, grp * cg + ci, p * dh: p * dh + sh * (ho - 1) + 1: sh,
+                               q * dw: q * dw + sw * (wo - 1) + 1: sw]
+                    acc[:, oc] += patch * w[oc, ci, p, q]
+    y = acc * np.asarray(scale, np.float64).reshape(1, m, 1, 1) + np.asarray(shift, np.float64).reshape(1, m, 1, 1)
+    if a["activation"] == 1:
+        y = np.maximum(y, 0.0)
+    return y
