@@ -1,0 +1,1 @@
+"""Polygraphy runners for the backends cmc compares (PyTorch here; onnxruntime and TensorRT come from Polygraphy)."""

@@ -1,0 +1,185 @@
+"""cmc-export: the command line.
+
+    cmc-export MODEL --to onnx|trt [--arch mod:fn] [--input-shape 1x3x32x32] [-o DIR] [--no-verify] [--debug]
+    cmc-export verify ARTIFACT.onnx MODEL [--arch mod:fn] [--input-shape ...] [--json F] [--junit F]
+    cmc-export shrink MODEL --arch mod:fn [--input-shape ...] -o DIR
+
+Errors are one line on stderr and a non-zero exit code (2: bad input, 3: parity failure,
+1: internal error); --debug adds the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from . import __version__
+from .errors import CmcError
+
+SUBCOMMANDS = ("verify", "shrink")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line like every other error."""
+
+    def error(self, message):
+        raise CmcError(f"{message} (see {self.prog} --help)")
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of batch sizes") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError("batch sizes must be positive")
+    return vals
+
+
+def _trt_batch(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch {text!r} must be min:opt:max, e.g. 1:8:32") from None
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or not (0 < parts[0] <= parts[1] <= parts[2]):
+        raise argparse.ArgumentTypeError(f"--batch {text!r} must be min:opt:max with 0 < min <= opt <= max")
+    return parts
+
+
+def _common(p: argparse.ArgumentParser):
+    p.add_argument("--arch", metavar="MODULE:CALLABLE",
+                   help="builds the model a state_dict belongs to; MODULE is imported from PYTHONPATH or the current folder")
+    p.add_argument("--input-shape", metavar="NxCxHxW", help="example input shape (default 1x3x32x32); the batch stays dynamic")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow MODEL to be a pickled nn.Module (unpickling runs code from the file: only for files you trust)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def export_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="cmc-export",
+        description="Export a compressed PyTorch model (AdderNet, BNN, SPConv, pruned) to ONNX with com.cmc custom "
+                    "nodes or to a TensorRT engine, and prove parity with PyTorch. Subcommands: 'verify', 'shrink' "
+                    "(see cmc-export verify --help).")
+    p.add_argument("model", metavar="MODEL", help="state_dict (.pt/.pth, with --arch), torch.export program (.pt2), "
+                                                   "or a pickled nn.Module (with --allow-pickle)")
+    p.add_argument("--to", choices=("onnx", "trt"), default="onnx", help="artifact to produce (default onnx)")
+    p.add_argument("-o", "--output", default="cmc_out", metavar="DIR", help="output folder (default ./cmc_out)")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity check (not recommended)")
+    p.add_argument("--verify-batch", type=_batches, default=(1, 5), metavar="B1,B2",
+                   help="batch sizes the parity check runs (default 1,5)")
+    p.add_argument("--static-batch", action="store_true", help="export with the batch size fixed to --input-shape's")
+    p.add_argument("--no-shrink", action="store_true", help="keep pruned channels instead of removing them")
+    p.add_argument("--accept-deviation", action="store_true",
+                   help="let shrinking drop constant channels where that is not exact; the report states the deviation")
+    trt = p.add_argument_group("TensorRT (--to trt)")
+    trt.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
+    trt.add_argument("--batch", type=_trt_batch, default=None, metavar="MIN:OPT:MAX", help="optimisation profile for the batch")
+    trt.add_argument("--workspace", type=int, default=1024, metavar="MiB", help="builder workspace limit (default 1024)")
+    trt.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to read and update")
+    trt.add_argument("--plugin-lib", metavar="FILE", help="use this cmc plugin library instead of building one")
+    _common(p)
+    p.add_argument("--version", action="version", version=f"cmc {__version__}")
+    return p
+
+
+def verify_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cmc-export verify",
+                                description="Re-check an exported ONNX artifact against the PyTorch model "
+                                            "(for CI): writes a JSON verdict and JUnit XML, exit 3 on mismatch.")
+    p.add_argument("artifact", metavar="ARTIFACT.onnx")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--verify-batch", type=_batches, default=(1, 5), metavar="B1,B2")
+    p.add_argument("--tolerance", type=float, default=None, help="override the contract tolerance (fraction of max|y|)")
+    p.add_argument("--json", metavar="FILE", default="cmc-verdict.json", help="verdict JSON (default cmc-verdict.json)")
+    p.add_argument("--junit", metavar="FILE", default="cmc-verdict.xml", help="JUnit XML (default cmc-verdict.xml)")
+    _common(p)
+    return p
+
+
+def shrink_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cmc-export shrink",
+                                description="Physically remove pruned channels and write the shrunk model as a "
+                                            "torch.export program (.pt2) with a JSON report.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("-o", "--output", default="cmc_shrunk", metavar="DIR")
+    p.add_argument("--accept-deviation", action="store_true")
+    _common(p)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            cmd, rest = argv[0], argv[1:]
+            return {"verify": _cmd_verify, "shrink": _cmd_shrink}[cmd](rest)
+        return _cmd_export(argv)
+    except CmcError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"cmc-export: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("cmc-export: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in cmc or a library: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        print(f"cmc-export: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _shape(text):
+    from .load import parse_shape
+
+    return parse_shape(text) if text else None
+
+
+def _cmd_export(argv) -> int:
+    args = export_parser().parse_args(argv)
+    from .pipeline import ExportOptions, run_export
+
+    trt = {}
+    if args.to == "trt":
+        trt = dict(fp16=args.fp16, batch=args.batch, workspace_mb=args.workspace,
+                   timing_cache=args.timing_cache, plugin_lib=args.plugin_lib)
+    opts = ExportOptions(model=args.model, to=args.to, arch=args.arch, input_shape=_shape(args.input_shape),
+                         out_dir=args.output, verify=not args.no_verify, verify_batches=args.verify_batch,
+                         allow_pickle=args.allow_pickle, shrink=not args.no_shrink,
+                         accept_deviation=args.accept_deviation, dynamic_batch=not args.static_batch, trt=trt)
+    report = run_export(opts)
+    parity = report.get("parity", {})
+    if "passed" in parity:
+        print(f"cmc-export: ok: {report['export']['onnx']} in {args.output} "
+              f"(parity {max((o['rel_err'] for c in parity['cases'] for o in c['outputs'].values()), default=0):.3g}"
+              f" <= {parity['tolerance']:g} of max|y|)")
+    else:
+        print(f"cmc-export: ok: {report['export']['onnx']} in {args.output} (parity not checked)")
+    return 0
+
+
+def _cmd_verify(argv) -> int:
+    args = verify_parser().parse_args(argv)
+    from .verify_cmd import run_verify
+
+    return run_verify(args.artifact, args.model, arch=args.arch, input_shape=_shape(args.input_shape),
+                      batches=args.verify_batch, tolerance=args.tolerance, json_path=args.json,
+                      junit_path=args.junit, allow_pickle=args.allow_pickle)
+
+
+def _cmd_shrink(argv) -> int:
+    args = shrink_parser().parse_args(argv)
+    from .shrink_cmd import run_shrink
+
+    return run_shrink(args.model, arch=args.arch, input_shape=_shape(args.input_shape), out_dir=args.output,
+                      accept_deviation=args.accept_deviation, allow_pickle=args.allow_pickle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

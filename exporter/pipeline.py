@@ -1,0 +1,222 @@
+"""The export pipeline: load -> shrink -> convert -> export -> verify -> (build) -> report.
+
+Each step is a plain function from the modules beside this one; this file only orders them, times
+them, reports progress on stderr and collects the report. Artifacts are staged and moved into the
+output folder only when every step succeeded.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .artifacts import Staging, sha256
+from .errors import CmcError, ParityError
+
+
+def log(msg: str):
+    print(f"[cmc] {msg}", file=sys.stderr, flush=True)
+
+
+class Steps:
+    """Numbered progress lines with timings: '[cmc] 2 export ... done (3.1 s)'."""
+
+    def __init__(self):
+        self.n, self.timings = 0, {}
+
+    def __call__(self, name: str, detail: str = ""):
+        steps = self
+
+        class _Step:
+            def __enter__(self):
+                steps.n += 1
+                self.t0 = time.perf_counter()
+                log(f"{steps.n} {name}{(' ' + detail) if detail else ''} ...")
+                return self
+
+            def __exit__(self, exc_type, exc, tb):
+                dt = time.perf_counter() - self.t0
+                steps.timings[name] = round(dt, 3)
+                if exc_type is None:
+                    log(f"{steps.n} {name} done ({dt:.1f} s)")
+                return False
+
+        return _Step()
+
+
+def versions() -> dict:
+    out = {"cmc": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("onnx", "onnxruntime", "onnxscript", "onnx_ir", "polygraphy", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # optional
+            out[mod] = None
+    return out
+
+
+@dataclass
+class ExportOptions:
+    model: str
+    to: str = "onnx"
+    arch: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    out_dir: str = "cmc_out"
+    verify: bool = True
+    verify_batches: tuple[int, ...] = (1, 5)
+    allow_pickle: bool = False
+    shrink: bool = True
+    accept_deviation: bool = False
+    dynamic_batch: bool = True
+    trt: dict = field(default_factory=dict)
+
+
+DEFAULT_SHAPE = (1, 3, 32, 32)
+
+
+def example_input(shape, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g)
+
+
+def _dry_run(model: torch.nn.Module, x: torch.Tensor):
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CmcError(f"the model does not run on an input of shape {'x'.join(map(str, x.shape))} "
+                       f"({type(e).__name__}: {first}); check --input-shape") from e
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    for o in outs:
+        if not isinstance(o, torch.Tensor):
+            raise CmcError(f"the model returns {type(o).__name__}; cmc exports models returning tensors")
+        if o.is_floating_point() and not torch.isfinite(o).all():
+            raise CmcError("the model's output contains NaN/Inf on a random input; refusing to export")
+
+
+def _input_shape_of_program(ep) -> tuple[int, ...] | None:
+    for node in ep.graph.nodes:
+        if node.op == "placeholder" and node.name in ep.graph_signature.user_inputs:
+            val = node.meta.get("val")
+            if val is None:
+                return None
+            return tuple(d if isinstance(d, int) else 1 for d in val.shape)
+    return None
+
+
+def prepare(opts: ExportOptions, steps: Steps):
+    """load + shrink + convert: returns (reference model, deployable model or program, example, report)."""
+    from .convert import convert_research_layers, pack_for_deployment
+    from .load import load_model
+
+    report: dict = {"input": {"model": opts.model, "arch": opts.arch}}
+    with steps("load", Path(opts.model).name):
+        loaded = load_model(opts.model, opts.arch, opts.allow_pickle)
+        report["input"]["sha256"] = sha256(opts.model)
+        report["notes"] = list(loaded.notes)
+        shape = opts.input_shape
+        if shape is None and loaded.exported is not None:
+            shape = _input_shape_of_program(loaded.exported)
+        if shape is None:
+            shape = DEFAULT_SHAPE
+            report["notes"].append(f"no --input-shape given: used {'x'.join(map(str, shape))}")
+        report["input"]["input_shape"] = list(shape)
+        x = example_input(shape)
+
+    if loaded.exported is not None:
+        reference = loaded.exported.module()
+        _dry_run(reference, x)
+        report["converted"] = []
+        report["shrink"] = {"skipped": "a .pt2 program is exported as captured"}
+        return reference, loaded.exported, x, report
+
+    user_model = loaded.module
+    _dry_run(user_model, x)
+    model = user_model
+    with steps("shrink"):
+        report["shrink"] = _maybe_shrink(opts, user_model, x)
+        if report["shrink"].get("model") is not None:
+            model = report["shrink"].pop("model")
+    with steps("convert"):
+        converted_model, converted = convert_research_layers(model)
+        report["converted"] = converted
+        deploy = pack_for_deployment(converted_model).eval()
+        _dry_run(deploy, x)
+        log(f"    converted {len(converted)} research layer(s)")
+    return user_model, deploy, x, report
+
+
+def _maybe_shrink(opts, model, x) -> dict:
+    if not opts.shrink:
+        return {"skipped": "--no-shrink"}
+    try:
+        from .shrink import find_pruned, shrink
+    except ImportError:
+        return {"skipped": "shrink step not available in this build"}
+    pruned = find_pruned(model)
+    if not pruned:
+        return {"skipped": "no pruned structure found"}
+    log(f"    pruned structure in {len(pruned)} layer(s): shrinking")
+    result = shrink(model, (x,), accept_deviation=opts.accept_deviation)
+    return {"model": result.model, "report": result.report}
+
+
+def run_export(opts: ExportOptions) -> dict:
+    from .onnx_export import export_onnx
+    from .verify import verify
+
+    t_start = time.perf_counter()
+    trt_env = None
+    if opts.to == "trt":
+        from .trt import find_tensorrt  # fail before any long step when TensorRT is missing
+
+        trt_env = find_tensorrt()
+    with Staging(opts.out_dir) as stage:
+        steps = Steps()
+        reference, deployable, x, report = prepare(opts, steps)
+        with steps("export", "ONNX (torch.export + dynamo exporter)"):
+            res = export_onnx(deployable, x, dynamic_batch=opts.dynamic_batch)
+            stem = Path(opts.model).stem
+            onnx_name = f"{stem}.onnx"
+            onnx_path = stage.path(onnx_name)
+            onnx_path.write_bytes(res.model.SerializeToString())
+            counts = res.custom_node_counts()
+            log(f"    com.cmc nodes: {counts or 'none'}; BN/ReLU folded into {len(res.folded)} node(s)")
+        report["export"] = {
+            "onnx": onnx_name, "opset": 18, "dynamic_batch": res.dynamic_batch,
+            "custom_nodes": counts, "folded_epilogues": res.folded, "notes": res.notes,
+            "inputs": res.input_names, "outputs": res.output_names,
+        }
+        if opts.verify:
+            with steps("verify", f"PyTorch vs onnxruntime at batch {','.join(map(str, opts.verify_batches))}"):
+                batches = opts.verify_batches if res.dynamic_batch else (x.shape[0],)
+                verdict = verify(reference, res.model, tuple(x.shape), batches=batches)
+                report["parity"] = verdict.to_dict()
+                log(f"    worst error {verdict.worst():.3g} of max|y| (tolerance {verdict.tolerance:g})")
+            if not verdict.passed:
+                where = (verdict.divergence or {}).get("message", "")
+                raise ParityError(f"parity check failed: worst error {verdict.worst():.3g} of max|y| > tolerance "
+                                  f"{verdict.tolerance:g}" + (f"; {where}" if where else ""))
+        else:
+            report["parity"] = {"skipped": "--no-verify"}
+        if opts.to == "trt":
+            from .trt import build_trt
+
+            with steps("build", "TensorRT engine"):
+                report["tensorrt"] = build_trt(onnx_path, stage, env=trt_env, reference=reference,
+                                               example=x, **opts.trt)
+        report["artifacts"] = {name: {"sha256": sha256(stage.dir / name), "bytes": (stage.dir / name).stat().st_size}
+                               for name in stage.files}
+        report["versions"] = versions()
+        report["timings_s"] = dict(steps.timings, total=round(time.perf_counter() - t_start, 3))
+        with steps("report"):
+            stage.write_json("report.json", report)
+            placed = stage.commit()
+    for p in placed:
+        log(f"wrote {p}")
+    return report

@@ -1,0 +1,199 @@
+"""Verify step: does the ONNX artifact compute what the user's PyTorch model computes?
+
+Polygraphy's Comparator runs the PyTorch model and onnxruntime (CPU, no extra library: com.cmc
+nodes run through their function bodies) on the same seeded inputs at every requested batch size.
+The figure per output is max|y_onnx - y_torch| / max|y_torch|, against the contract's tolerance of
+the loosest cmc operator in the model.
+
+When parity fails, ``locate_divergence`` names where: first every com.cmc node is re-checked against
+its contract reference on the inputs onnxruntime gave it; then the user's modules are compared,
+in execution order, with the ONNX values their name scopes produced.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+
+from cmc.plugins.registry import OPERATORS, by_op_type
+
+from .backend.torch_runner import TorchRunner
+from .onnx_export import DOMAIN
+
+BASE_TOLERANCE = 1e-4
+
+
+def model_tolerance(onnx_model: onnx.ModelProto, dtype: str = "float32") -> float:
+    """The loosest contract tolerance among the cmc ops the model uses (1e-4 without any)."""
+    tol = BASE_TOLERANCE
+    for n in onnx_model.graph.node:
+        if n.domain == DOMAIN:
+            tol = max(tol, by_op_type(n.op_type)["contract"].tol(dtype))
+    return tol
+
+
+def make_feeds(input_name: str, sample_shape, batches, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [{input_name: rng.standard_normal((b, *sample_shape[1:])).astype(np.float32)} for b in batches]
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    tolerance: float
+    cases: list[dict] = field(default_factory=list)
+    divergence: dict | None = None
+    polygraphy_passed: bool | None = None
+
+    def to_dict(self):
+        return {"passed": self.passed, "tolerance": self.tolerance, "polygraphy_passed": self.polygraphy_passed,
+                "cases": self.cases, "first_divergence": self.divergence}
+
+    def worst(self) -> float:
+        return max((o["rel_err"] for c in self.cases for o in c["outputs"].values()), default=0.0)
+
+
+def _quiet_polygraphy():
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    logging.getLogger("polygraphy").setLevel(logging.ERROR)
+
+
+def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_shape, batches=(1, 5),
+           tolerance: float | None = None, seed: int = 0, locate: bool = True) -> Verdict:
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    _quiet_polygraphy()
+    tol = model_tolerance(onnx_model) if tolerance is None else tolerance
+    input_name = onnx_model.graph.input[0].name
+    output_names = [o.name for o in onnx_model.graph.output]
+    feeds = make_feeds(input_name, sample_shape, batches, seed)
+    runners = [
+        TorchRunner(torch_model, [input_name], output_names, [sample_shape], name="pytorch"),
+        OnnxrtRunner(SessionFromOnnx(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]), name="onnxruntime"),
+    ]
+    results = Comparator.run(runners, data_loader=feeds)
+    (_, torch_iters), (_, ort_iters) = results[0], results[1]
+    cases, ok, scale = [], True, {n: 0.0 for n in output_names}
+    for b, t_out, o_out in zip(batches, torch_iters, ort_iters):
+        outs = {}
+        for name in output_names:
+            ref = np.asarray(t_out[name], np.float64)
+            got = np.asarray(o_out[name], np.float64)
+            if ref.shape != got.shape:
+                outs[name] = {"shape_torch": list(ref.shape), "shape_onnx": list(got.shape), "rel_err": float("inf")}
+                ok = False
+                continue
+            ref_max = float(np.abs(ref).max()) if ref.size else 0.0
+            err = float(np.abs(ref - got).max()) if ref.size else 0.0
+            finite = bool(np.isfinite(got).all())
+            rel = err / ref_max if ref_max > 0 else err
+            outs[name] = {"max_abs_err": err, "max_abs_ref": ref_max, "rel_err": rel if finite else float("inf")}
+            ok &= finite and rel <= tol
+            scale[name] = max(scale[name], ref_max)
+        cases.append({"batch": b, "outputs": outs})
+    atol = {n: tol * max(s, 1e-30) for n, s in scale.items()}
+    poly = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol, rtol=0.0, check_error_stat="max"))
+    verdict = Verdict(passed=bool(ok and poly), tolerance=tol, cases=cases, polygraphy_passed=bool(poly))
+    if not verdict.passed and locate:
+        verdict.divergence = locate_divergence(torch_model, onnx_model, feeds[0], tol)
+    return verdict
+
+
+# ---------------------------------------------------------------- localisation
+
+def _module_path(node: onnx.NodeProto) -> str | None:
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                return p.value
+            if isinstance(scopes, str):
+                return scopes
+            inner = [s for s in scopes[1:-1] if s]
+            return inner[-1] if inner else ""
+    return None
+
+
+def _all_values(onnx_model: onnx.ModelProto, feed: dict) -> dict[str, np.ndarray]:
+    """Run onnxruntime with every node output exposed."""
+    import onnxruntime as ort
+    from polygraphy import constants
+    from polygraphy.backend.onnx import modify_outputs
+
+    m = modify_outputs(copy.deepcopy(onnx_model), outputs=constants.MARK_ALL)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feed)))
+
+
+def _initializers(onnx_model):
+    return {t.name: onnx.numpy_helper.to_array(t) for t in onnx_model.graph.initializer}
+
+
+def locate_divergence(torch_model, onnx_model, feed, tol) -> dict | None:
+    try:
+        values = _all_values(onnx_model, feed)
+    except Exception as e:  # localisation is a diagnostic: never hide the parity failure behind it
+        return {"error": f"could not expose intermediate values: {type(e).__name__}: {e}"}
+    values.update(feed)
+    inits = _initializers(onnx_model)
+
+    # 1. Each com.cmc node against its contract reference, on the inputs it actually received.
+    for node in onnx_model.graph.node:
+        if node.domain != DOMAIN or node.output[0] not in values:
+            continue
+        entry = by_op_type(node.op_type)
+        args = [values.get(i, inits.get(i)) for i in node.input]
+        if any(a is None for a in args):
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute
+                 if a.name in entry["contract"].attribute_names}
+        ref = entry["reference"](*args, **attrs)
+        got = values[node.output[0]]
+        denom = max(float(np.abs(ref).max()), 1e-30)
+        err = float(np.abs(ref - got).max()) / denom
+        if err > entry["contract"].tol():
+            return {"kind": "operator", "onnx_node": node.name, "op_type": node.op_type,
+                    "module": _module_path(node), "rel_err": err,
+                    "message": f"{node.op_type} node {node.name} disagrees with its contract reference (rel err {err:.3g})"}
+
+    # 2. The user's modules, in execution order, against the ONNX values of the same scope.
+    last_value: dict[str, tuple[str, str]] = {}
+    for node in onnx_model.graph.node:
+        path = _module_path(node)
+        if path and node.output and node.output[0] in values:
+            last_value[path] = (node.output[0], node.name)
+    recorded: list[tuple[str, str, np.ndarray]] = []
+    hooks = []
+    for name, mod in torch_model.named_modules():
+        if name and name in last_value:
+            def hook(m, inp, out, name=name):
+                if isinstance(out, torch.Tensor):
+                    recorded.append((name, type(m).__name__, out.detach().clone().numpy()))
+            hooks.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            torch_model(*[torch.from_numpy(v) for v in feed.values()])
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, cls, ref in recorded:
+        value_name, node_name = last_value[name]
+        got = values[value_name]
+        if got.shape != ref.shape:
+            continue
+        denom = max(float(np.abs(ref).max()), 1e-30)
+        err = float(np.abs(ref.astype(np.float64) - got).max()) / denom
+        if err > tol:
+            return {"kind": "module", "module": name, "class": cls, "onnx_node": node_name, "rel_err": err,
+                    "message": f"first diverging layer: {name} ({cls}) vs ONNX node {node_name} (rel err {err:.3g})"}
+    return {"kind": "unknown", "message": "no single layer diverges beyond tolerance; the error accumulates over the network"}

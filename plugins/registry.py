@@ -1,0 +1,28 @@
+"""The operators cmc knows: one entry per folder. Adding an operator = adding its folder + a line here."""
+from __future__ import annotations
+
+from . import adder_conv, binary_conv
+from .adder_conv import onnx_body as adder_body, op as adder_op, reference as adder_ref, research as adder_research
+from .binary_conv import onnx_body as binary_body, op as binary_op, reference as binary_ref, research as binary_research
+
+# Each entry: the contract, the torch op(s) that export to it with their ONNX decomposition, the
+# function-body builder, the float64 reference, and the recogniser for the research code's layer.
+OPERATORS = [
+    dict(contract=adder_conv.CONTRACT,
+         decompositions={"cmc::adder_conv": adder_op.to_onnx},
+         body=adder_body.build,
+         reference=adder_ref.reference,
+         recognise=adder_research.recognise),
+    dict(contract=binary_conv.CONTRACT,
+         decompositions={"cmc::binary_conv": binary_op.to_onnx},
+         body=binary_body.build,
+         reference=binary_ref.reference,
+         recognise=binary_research.recognise),
+]
+
+
+def by_op_type(op_type: str):
+    for entry in OPERATORS:
+        if entry["contract"].op_type == op_type:
+            return entry
+    return None
