@@ -17,42 +17,11 @@
 
 #include <cuda_runtime_api.h>
 
+// DType, Status, statusString, ConvGeometry (+ validate), Epilogue, binaryWordsPerTap and the
+// host-side helpers live in the CUDA-free cmc_types.h so that they are unit-tested without a GPU.
+#include "cmc_types.h"
+
 namespace cmc {
-
-enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1 };
-
-enum class Status : int32_t {
-    kSuccess = 0,
-    kInvalidArgument = 1,  // geometry, groups or pointers inconsistent
-    kUnsupported = 2,      // valid but not implemented for this dtype / architecture
-    kCudaError = 3,        // a launch failed; cudaGetLastError() has the reason
-};
-
-const char* statusString(Status s);
-
-// The geometry of one 2-D convolution-shaped operator (AdderConv, BinaryConv).
-struct ConvGeometry {
-    int32_t n = 0, c = 0, h = 0, w = 0;  // input X [n, c, h, w]
-    int32_t m = 0, kh = 0, kw = 0;       // output channels and kernel
-    int32_t strideH = 1, strideW = 1;
-    int32_t padTop = 0, padLeft = 0, padBottom = 0, padRight = 0;  // ONNX pads order t, l, b, r
-    int32_t dilationH = 1, dilationW = 1;
-    int32_t groups = 1;
-
-    int32_t cPerGroup() const { return groups > 0 ? c / groups : 0; }
-    int32_t mPerGroup() const { return groups > 0 ? m / groups : 0; }
-    int32_t outH() const { return (h + padTop + padBottom - dilationH * (kh - 1) - 1) / strideH + 1; }
-    int32_t outW() const { return (w + padLeft + padRight - dilationW * (kw - 1) - 1) / strideW + 1; }
-    // kSuccess, or kInvalidArgument when any size is non-positive, c or m is not divisible by
-    // groups, or the output would be empty.
-    Status validate() const;
-};
-
-struct Epilogue {
-    const float* scale = nullptr;  // [m]
-    const float* shift = nullptr;  // [m]
-    bool relu = false;
-};
 
 // ---- AdderConv --------------------------------------------------------------------------------
 // Forward: Y = act(scale * (-sum |Xpad - W|) + shift); padded taps contribute |W|.
@@ -84,5 +53,11 @@ size_t binaryConvForwardWorkspaceSize(const ConvGeometry& g, DType dtype, bool b
 Status binaryConvForward(const ConvGeometry& g, DType dtype, bool binarizeInput, const void* x,
                          const int32_t* wPacked, const Epilogue& ep, void* y, void* workspace,
                          size_t workspaceSize, cudaStream_t stream);
+
+// Extension (not needed by the TensorRT plugins): packs float weights [m, cPerGroup, kh, kw] in
+// `dtype` on the device into the contract's int32 layout above (as binaryPackWeightsHost does), for
+// training-time use of the forward kernel on latent float weights.
+Status binaryPackWeights(const ConvGeometry& g, DType dtype, const void* w, int32_t* wPacked,
+                         cudaStream_t stream);
 
 }  // namespace cmc

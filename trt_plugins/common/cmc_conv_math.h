@@ -1,0 +1,69 @@
+// Index arithmetic shared by the CUDA kernels and the host code (and so unit-tested on the CPU):
+// valid-tap counting for zero padding, and a mixed-radix counter that walks a flattened reduction
+// index (for example k = (c * kh + p) * kw + q) without a division per step.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define CMC_HD __host__ __device__ __forceinline__
+#else
+#define CMC_HD inline
+#endif
+
+namespace cmc {
+namespace math {
+
+// floor(a / b) for b > 0 and any a.
+CMC_HD int32_t floorDiv(int32_t a, int32_t b) { return (a >= 0) ? a / b : -((-a + b - 1) / b); }
+
+// Number of taps p in [0, k) with 0 <= o*stride - padBegin + p*dilation < size.
+CMC_HD int32_t validTaps1D(int32_t o, int32_t size, int32_t k, int32_t stride, int32_t padBegin, int32_t dilation) {
+    const int32_t base = o * stride - padBegin;  // input coordinate of tap 0
+    // smallest p with base + p*d >= 0, i.e. ceil(-base / d) when base < 0
+    int32_t lo = (base >= 0) ? 0 : ((-base) + dilation - 1) / dilation;
+    // largest p with base + p*d <= size - 1, i.e. floor((size - 1 - base) / d)
+    int32_t hi = floorDiv(size - 1 - base, dilation);
+    if (lo < 0) lo = 0;
+    if (hi > k - 1) hi = k - 1;
+    return hi >= lo ? hi - lo + 1 : 0;
+}
+
+// Digits (d0, d1, d2) of value = (d0 * r1 + d1) * r2 + d2 with 0 <= d1 < r1, 0 <= d2 < r2.
+struct Radix3 {
+    int32_t d0 = 0, d1 = 0, d2 = 0;
+};
+
+CMC_HD Radix3 radix3(int32_t value, int32_t r1, int32_t r2) {
+    Radix3 v;
+    v.d2 = value % r2;
+    const int32_t rest = value / r2;
+    v.d1 = rest % r1;
+    v.d0 = rest / r1;
+    return v;
+}
+
+// v += step, where step is itself in canonical digits (step = radix3(s, r1, r2)).
+CMC_HD void radix3Add(Radix3& v, const Radix3& step, int32_t r1, int32_t r2) {
+    v.d2 += step.d2;
+    int32_t carry = v.d2 >= r2 ? 1 : 0;
+    v.d2 -= carry * r2;
+    v.d1 += step.d1 + carry;
+    carry = v.d1 >= r1 ? 1 : 0;
+    v.d1 -= carry * r1;
+    v.d0 += step.d0 + carry;
+}
+
+// v += 1.
+CMC_HD void radix3Inc(Radix3& v, int32_t r1, int32_t r2) {
+    if (++v.d2 == r2) {
+        v.d2 = 0;
+        if (++v.d1 == r1) {
+            v.d1 = 0;
+            ++v.d0;
+        }
+    }
+}
+
+}  // namespace math
+}  // namespace cmc

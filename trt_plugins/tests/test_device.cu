@@ -1,0 +1,244 @@
+// GPU smoke test of the cmc kernels against plain host loops (the contracts' math). Exits 77, which
+// ctest reports as skipped, when no CUDA device is present. The thorough grid is the pytest suite
+// tests/trt_plugins/test_kernels_gpu.py; this one checks the C++ API without PyTorch.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "cmc_kernels.h"
+
+namespace {
+
+int gFailed = 0;
+
+#define CUDA_OK(x)                                                                             \
+    do {                                                                                       \
+        cudaError_t e_ = (x);                                                                  \
+        if (e_ != cudaSuccess) {                                                               \
+            std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));   \
+            std::exit(1);                                                                      \
+        }                                                                                      \
+    } while (0)
+
+template <typename T>
+T* upload(const std::vector<T>& h) {
+    T* d = nullptr;
+    CUDA_OK(cudaMalloc(&d, std::max<size_t>(1, h.size() * sizeof(T))));
+    CUDA_OK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+template <typename T>
+std::vector<T> download(const T* d, size_t n) {
+    std::vector<T> h(n);
+    CUDA_OK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+}
+
+double relErr(const std::vector<double>& want, const std::vector<double>& got) {
+    double mx = 0, err = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        mx = std::max(mx, std::fabs(want[i]));
+        err = std::max(err, std::fabs(want[i] - got[i]));
+    }
+    return err / std::max(mx, 1e-30);
+}
+
+void expect(bool ok, const char* what, double err) {
+    std::printf("%-44s %s (rel err %.3g)\n", what, ok ? "ok" : "FAILED", err);
+    if (!ok) ++gFailed;
+}
+
+cmc::ConvGeometry makeGeom() {
+    cmc::ConvGeometry g;
+    g.n = 3; g.c = 18; g.h = 9; g.w = 11; g.m = 10; g.kh = 3; g.kw = 2;
+    g.strideH = 2; g.strideW = 1; g.padTop = 1; g.padLeft = 0; g.padBottom = 2; g.padRight = 1;
+    g.dilationH = 1; g.dilationW = 2; g.groups = 2;
+    return g;
+}
+
+// A[n, m, i, j] = -sum |xpad - w|  (raw sum, double)
+std::vector<double> adderRaw(const cmc::ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w) {
+    const int cg = g.cPerGroup(), mg = g.mPerGroup(), ho = g.outH(), wo = g.outW();
+    std::vector<double> a(size_t(g.n) * g.m * ho * wo);
+    for (int n = 0; n < g.n; ++n)
+        for (int m = 0; m < g.m; ++m)
+            for (int i = 0; i < ho; ++i)
+                for (int j = 0; j < wo; ++j) {
+                    double s = 0;
+                    for (int c = 0; c < cg; ++c)
+                        for (int p = 0; p < g.kh; ++p)
+                            for (int q = 0; q < g.kw; ++q) {
+                                const int ih = i * g.strideH - g.padTop + p * g.dilationH;
+                                const int iw = j * g.strideW - g.padLeft + q * g.dilationW;
+                                const bool in = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
+                                const double xv = in ? x[((size_t(n) * g.c + (m / mg) * cg + c) * g.h + ih) * g.w + iw] : 0.0;
+                                s -= std::fabs(xv - w[((size_t(m) * cg + c) * g.kh + p) * g.kw + q]);
+                            }
+                    a[((size_t(n) * g.m + m) * ho + i) * wo + j] = s;
+                }
+    return a;
+}
+
+}  // namespace
+
+int main() {
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        std::printf("no CUDA device: skipped\n");
+        return 77;
+    }
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> uni(-1.5f, 1.5f);
+    const cmc::ConvGeometry g = makeGeom();
+    const int cg = g.cPerGroup(), ho = g.outH(), wo = g.outW();
+    const size_t xN = size_t(g.n) * g.c * g.h * g.w, wN = size_t(g.m) * cg * g.kh * g.kw, yN = size_t(g.n) * g.m * ho * wo;
+    std::vector<float> x(xN), w(wN), scale(g.m), shift(g.m);
+    for (auto& v : x) v = uni(rng);
+    for (auto& v : w) v = uni(rng);
+    for (int m = 0; m < g.m; ++m) { scale[m] = 0.5f + 0.1f * m; shift[m] = 0.3f * m - 1.0f; }
+    float *dx = upload(x), *dw = upload(w), *dscale = upload(scale), *dshift = upload(shift);
+    float* dy = nullptr;
+    CUDA_OK(cudaMalloc(&dy, yN * sizeof(float)));
+    cmc::Epilogue ep{dscale, dshift, true};
+
+    // AdderConv FP32 forward
+    const std::vector<double> a = adderRaw(g, x, w);
+    std::vector<double> want(yN);
+    for (size_t i = 0; i < yN; ++i) {
+        const int m = int((i / (size_t(ho) * wo)) % g.m);
+        want[i] = std::max(0.0, a[i] * scale[m] + shift[m]);
+    }
+    cmc::Status s = cmc::adderConvForward(g, cmc::DType::kFloat32, dx, dw, ep, dy, nullptr, 0, 0);
+    CUDA_OK(cudaDeviceSynchronize());
+    {
+        auto y = download(dy, yN);
+        std::vector<double> got(y.begin(), y.end());
+        const double e = relErr(want, got);
+        expect(s == cmc::Status::kSuccess && e < 2e-3, "adderConvForward fp32", e);
+    }
+    // AdderConv FP16 forward
+    {
+        std::vector<__half> xh(xN), wh(wN);
+        std::vector<float> xr(xN), wr(wN);
+        for (size_t i = 0; i < xN; ++i) { xh[i] = __float2half(x[i]); xr[i] = __half2float(xh[i]); }
+        for (size_t i = 0; i < wN; ++i) { wh[i] = __float2half(w[i]); wr[i] = __half2float(wh[i]); }
+        const std::vector<double> ah = adderRaw(g, xr, wr);
+        std::vector<double> wantH(yN);
+        for (size_t i = 0; i < yN; ++i) {
+            const int m = int((i / (size_t(ho) * wo)) % g.m);
+            wantH[i] = std::max(0.0, ah[i] * scale[m] + shift[m]);
+        }
+        __half *dxh = upload(xh), *dwh = upload(wh), *dyh = nullptr;
+        CUDA_OK(cudaMalloc(&dyh, yN * sizeof(__half)));
+        s = cmc::adderConvForward(g, cmc::DType::kFloat16, dxh, dwh, ep, dyh, nullptr, 0, 0);
+        CUDA_OK(cudaDeviceSynchronize());
+        auto y = download(dyh, yN);
+        std::vector<double> got(yN);
+        for (size_t i = 0; i < yN; ++i) got[i] = __half2float(y[i]);
+        const double e = relErr(wantH, got);
+        expect(s == cmc::Status::kSuccess && e < 1e-2, "adderConvForward fp16", e);
+        cudaFree(dxh); cudaFree(dwh); cudaFree(dyh);
+    }
+    // BinaryConv FP32 forward, binarized input and float input
+    {
+        const int nw = cmc::binaryWordsPerTap(cg);
+        std::vector<int32_t> wp(size_t(g.m) * g.kh * g.kw * nw);
+        cmc::binaryPackWeightsHost(g, w.data(), wp.data());
+        int32_t* dwp = upload(wp);
+        for (int bin = 0; bin < 2; ++bin) {
+            std::vector<double> wantB(yN);
+            const int mg = g.mPerGroup();
+            for (int n = 0; n < g.n; ++n)
+                for (int m = 0; m < g.m; ++m)
+                    for (int i = 0; i < ho; ++i)
+                        for (int j = 0; j < wo; ++j) {
+                            double acc = 0;
+                            for (int c = 0; c < cg; ++c)
+                                for (int p = 0; p < g.kh; ++p)
+                                    for (int q = 0; q < g.kw; ++q) {
+                                        const int ih = i * g.strideH - g.padTop + p * g.dilationH;
+                                        const int iw = j * g.strideW - g.padLeft + q * g.dilationW;
+                                        if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+                                        const double xv = x[((size_t(n) * g.c + (m / mg) * cg + c) * g.h + ih) * g.w + iw];
+                                        const double wv = w[((size_t(m) * cg + c) * g.kh + p) * g.kw + q] >= 0 ? 1.0 : -1.0;
+                                        acc += (bin ? (xv >= 0 ? 1.0 : -1.0) : xv) * wv;
+                                    }
+                            wantB[((size_t(n) * g.m + m) * ho + i) * wo + j] = std::max(0.0, acc * scale[m] + shift[m]);
+                        }
+            const size_t wsBytes = cmc::binaryConvForwardWorkspaceSize(g, cmc::DType::kFloat32, bin != 0);
+            void* ws = nullptr;
+            CUDA_OK(cudaMalloc(&ws, std::max<size_t>(wsBytes, 1)));
+            s = cmc::binaryConvForward(g, cmc::DType::kFloat32, bin != 0, dx, dwp, ep, dy, ws, wsBytes, 0);
+            CUDA_OK(cudaDeviceSynchronize());
+            auto y = download(dy, yN);
+            std::vector<double> got(y.begin(), y.end());
+            const double e = relErr(wantB, got);
+            expect(s == cmc::Status::kSuccess && e < 1e-4, bin ? "binaryConvForward fp32 binarized" : "binaryConvForward fp32 float input", e);
+            cudaFree(ws);
+        }
+        // device packing == host packing
+        int32_t* dwp2 = nullptr;
+        CUDA_OK(cudaMalloc(&dwp2, wp.size() * sizeof(int32_t)));
+        s = cmc::binaryPackWeights(g, cmc::DType::kFloat32, dw, dwp2, 0);
+        CUDA_OK(cudaDeviceSynchronize());
+        auto wp2 = download(dwp2, wp.size());
+        expect(s == cmc::Status::kSuccess && wp2 == wp, "binaryPackWeights == host packing", 0.0);
+        cudaFree(dwp); cudaFree(dwp2);
+    }
+    // AdderConv backward (eta = 0: raw sums)
+    {
+        std::vector<float> gA(yN);
+        for (auto& v : gA) v = uni(rng);
+        float* dgA = upload(gA);
+        float *dgx = nullptr, *dgw = nullptr;
+        void* ws = nullptr;
+        CUDA_OK(cudaMalloc(&dgx, xN * sizeof(float)));
+        CUDA_OK(cudaMalloc(&dgw, wN * sizeof(float)));
+        CUDA_OK(cudaMalloc(&ws, cmc::adderConvBackwardWorkspaceSize(g)));
+        s = cmc::adderConvBackward(g, dx, dw, dgA, dgx, dgw, 0.0f, ws, cmc::adderConvBackwardWorkspaceSize(g), 0);
+        CUDA_OK(cudaDeviceSynchronize());
+        std::vector<double> wantX(xN, 0.0), wantW(wN, 0.0);
+        const int mg = g.mPerGroup();
+        for (int n = 0; n < g.n; ++n)
+            for (int m = 0; m < g.m; ++m)
+                for (int i = 0; i < ho; ++i)
+                    for (int j = 0; j < wo; ++j) {
+                        const double ga = gA[((size_t(n) * g.m + m) * ho + i) * wo + j];
+                        for (int c = 0; c < cg; ++c)
+                            for (int p = 0; p < g.kh; ++p)
+                                for (int q = 0; q < g.kw; ++q) {
+                                    const int ih = i * g.strideH - g.padTop + p * g.dilationH;
+                                    const int iw = j * g.strideW - g.padLeft + q * g.dilationW;
+                                    const bool in = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
+                                    const size_t xi = ((size_t(n) * g.c + (m / mg) * cg + c) * g.h + ih) * g.w + iw;
+                                    const size_t wi = ((size_t(m) * cg + c) * g.kh + p) * g.kw + q;
+                                    const double xv = in ? x[xi] : 0.0;
+                                    wantW[wi] += (xv - w[wi]) * ga;
+                                    if (in) wantX[xi] += std::min(1.0, std::max(-1.0, double(w[wi]) - xv)) * ga;
+                                }
+                    }
+        auto gx = download(dgx, xN);
+        auto gw = download(dgw, wN);
+        const double ex = relErr(wantX, std::vector<double>(gx.begin(), gx.end()));
+        const double ew = relErr(wantW, std::vector<double>(gw.begin(), gw.end()));
+        expect(s == cmc::Status::kSuccess && ex < 1e-4, "adderConvBackward gradX", ex);
+        expect(s == cmc::Status::kSuccess && ew < 1e-4, "adderConvBackward gradW", ew);
+        cudaFree(dgA); cudaFree(dgx); cudaFree(dgw); cudaFree(ws);
+    }
+    // geometry errors are reported without touching memory
+    {
+        cmc::ConvGeometry bad = g;
+        bad.groups = 4;
+        expect(cmc::adderConvForward(bad, cmc::DType::kFloat32, dx, dw, ep, dy, nullptr, 0, 0) == cmc::Status::kInvalidArgument,
+               "invalid geometry rejected", 0.0);
+    }
+    cudaFree(dx); cudaFree(dw); cudaFree(dscale); cudaFree(dshift); cudaFree(dy);
+    std::printf("cmc device tests: %d failed\n", gFailed);
+    return gFailed == 0 ? 0 : 1;
+}
