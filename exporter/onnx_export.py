@@ -101,6 +101,7 @@ def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = T
     except Exception as e:
         raise CmcError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from e
     irm = program.model
+    name_cmc_nodes(irm)
     folded = fold_into_epilogues(irm) if fold_epilogues else []
     mark_plugin_attributes(irm)
     proto = ir.to_proto(irm)
@@ -138,6 +139,35 @@ def _single_consumer(value: ir.Value):
 
 def _scope(node: ir.Node) -> str:
     return node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
+
+
+def module_path(scope: str) -> str:
+    """"['', 'layer1', 'layer1.0', 'layer1.0.conv1', 'op']" -> 'layer1.0.conv1' (the innermost module)."""
+    import ast
+
+    try:
+        scopes = ast.literal_eval(scope)
+    except (ValueError, SyntaxError):
+        return scope
+    if isinstance(scopes, str):
+        return scopes
+    inner = [s for s in scopes[1:-1] if s]
+    return inner[-1] if inner else ""
+
+
+def name_cmc_nodes(model: ir.Model):
+    """Name each com.cmc node after the user's layer it came from: 'layer1.0.conv1/AdderConv'."""
+    taken = {n.name for n in model.graph}
+    for node in model.graph:
+        if node.domain != DOMAIN:
+            continue
+        base = f"{module_path(_scope(node)) or 'model'}/{node.op_type}"
+        name, i = base, 1
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        taken.add(name)
+        node.name = name
 
 
 def fold_into_epilogues(model: ir.Model) -> list[dict]:

@@ -11,7 +11,6 @@ in execution order, with the ONNX values their name scopes produced.
 """
 from __future__ import annotations
 
-import ast
 import copy
 import logging
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import torch
 from cmc.plugins.registry import OPERATORS, by_op_type
 
 from .backend.torch_runner import TorchRunner
-from .onnx_export import DOMAIN
+from .onnx_export import DOMAIN, module_path
 
 BASE_TOLERANCE = 1e-4
 
@@ -112,14 +111,7 @@ def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_sha
 def _module_path(node: onnx.NodeProto) -> str | None:
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(p.value)
-            except (ValueError, SyntaxError):
-                return p.value
-            if isinstance(scopes, str):
-                return scopes
-            inner = [s for s in scopes[1:-1] if s]
-            return inner[-1] if inner else ""
+            return module_path(p.value)
     return None
 
 
@@ -173,10 +165,12 @@ def locate_divergence(torch_model, onnx_model, feed, tol) -> dict | None:
         if path and node.output and node.output[0] in values:
             last_value[path] = (node.output[0], node.name)
     recorded: list[tuple[str, str, np.ndarray]] = []
+    calls: dict[str, int] = {}
     hooks = []
-    for name, mod in torch_model.named_modules():
+    for name, mod in torch_model.named_modules(remove_duplicate=False):
         if name and name in last_value:
             def hook(m, inp, out, name=name):
+                calls[name] = calls.get(name, 0) + 1
                 if isinstance(out, torch.Tensor):
                     recorded.append((name, type(m).__name__, out.detach().clone().numpy()))
             hooks.append(mod.register_forward_hook(hook))
@@ -187,6 +181,8 @@ def locate_divergence(torch_model, onnx_model, feed, tol) -> dict | None:
         for h in hooks:
             h.remove()
     for name, cls, ref in recorded:
+        if calls[name] != 1:  # a module used twice (a shared ReLU) has no single ONNX counterpart
+            continue
         value_name, node_name = last_value[name]
         got = values[value_name]
         if got.shape != ref.shape:
