@@ -144,12 +144,27 @@ def _backward(ctx, grad_y):
         # Recompute rather than store the pre-epilogue sum for every training step.
         acc = _adder_sum(x, w.to(x.dtype), strides, pads, dilations, group)
     grad_acc, grad_scale, grad_shift = epilogue_backward(grad_y, y, acc, scale, activation, need_scale, need_shift)
+    # [cmc CUDA hook] CUDA tensors: the trt_plugins backward kernels (None -> the code below).
+    cuda = _cuda_kernels.adder_backward(x, w, grad_acc, strides, pads, dilations, group, eta, need_x, need_w) \
+        if x.is_cuda and _cuda_kernels is not None else None
+    if cuda is not None:
+        gx, gw = cuda
+        return gx, gw, grad_scale, grad_shift, None, None, None, None, None, None
     gx = adder_input_grad(x, w.to(x.dtype), grad_acc, strides, pads, dilations, group) if need_x else None
     gw = adder_weight_grad(x, w.to(x.dtype), grad_acc, strides, pads, dilations, group, eta).to(w.dtype) if need_w else None
     return gx, gw, grad_scale, grad_shift, None, None, None, None, None, None
 
 
 adder_conv.register_autograd(_backward, setup_context=_setup_context)
+
+# [cmc CUDA hook] 'cuda' kernel of cmc::adder_conv from plugins/_cuda (built lazily on first CUDA call;
+# the implementation above runs wherever it is unavailable). CPU tensors are not affected.
+try:
+    from .._cuda import register as _cuda_kernels
+except ImportError:  # cmc.plugins._cuda not installed
+    _cuda_kernels = None
+else:
+    _cuda_kernels.register_adder_conv(adder_conv)
 
 
 def to_onnx(x, w, scale, shift, strides, pads, dilations, group, activation, eta):

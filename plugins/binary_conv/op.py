@@ -128,3 +128,14 @@ def _backward(ctx, grad_y):
 
 
 binary_conv_train.register_autograd(_backward, setup_context=_setup)
+
+# [cmc CUDA hook] 'cuda' kernels of cmc::binary_conv / cmc::binary_conv_train forwards from
+# plugins/_cuda (built lazily on first CUDA call; the implementations above run wherever it is
+# unavailable). CPU tensors are not affected.
+try:
+    from .._cuda import register as _cuda_kernels
+except ImportError:  # cmc.plugins._cuda not installed
+    _cuda_kernels = None
+else:
+    _cuda_kernels.register_binary_conv(binary_conv)
+    _cuda_kernels.register_binary_conv_train(binary_conv_train)
