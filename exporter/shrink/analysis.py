@@ -81,6 +81,7 @@ class Component:
     readers: list = field(default_factory=list)    # [(Reader)]
     members: set = field(default_factory=set)      # {(module, role, idx)}
     has_const: bool = False                         # some tensor of it is a provable constant
+    notes: list = field(default_factory=list)       # facts worth reporting when it is kept
     # decision
     removable: bool = False
     keep_reason: str | None = None
@@ -134,13 +135,14 @@ def _nodes_in(a):
 
 def _channel_stats(t: torch.Tensor):
     """Per channel: (is uniform over batch and positions, mean value)."""
+    t = t.detach()
     c = t.shape[1]
-    v = t.detach().double().transpose(0, 1).reshape(c, -1)
-    if v.shape[1] == 0:
+    if t.numel() == 0:
         return np.ones(c, bool), np.zeros(c)
-    lo, hi = v.min(1).values, v.max(1).values
+    dims = [d for d in range(t.dim()) if d != 1]
+    lo, hi = t.amin(dim=dims).double(), t.amax(dim=dims).double()
     scale = torch.maximum(lo.abs(), hi.abs()).clamp(min=1.0)
-    return ((hi - lo) <= 1e-6 * scale).numpy(), v.mean(1).numpy()
+    return ((hi - lo) <= 1e-6 * scale).numpy(), t.mean(dim=dims, dtype=torch.float64).numpy()
 
 
 class Analysis:
@@ -166,6 +168,7 @@ class Analysis:
         self._readers: list = []   # (slot, Reader)
         self._members: list = []   # (slot, (module, role, idx))
         self._const_slots: set = set()
+        self._notes: list = []     # (slot, note)
         self.mixing_nodes: dict = {}  # module name -> node (for reporting shapes)
         self._run()
 
@@ -512,8 +515,11 @@ class Analysis:
         ok_in = (x.zero if zero_ok else np.zeros_like(x.zero)) | (x.const & (not padded))
         const = (scale_eff == 0).numpy() | bool(ok_in.all())
         out = self._fresh(val, const=const)
+        wz = (self.modules[mod].weight.detach() == 0).flatten(1).all(1).numpy()
         for j, s in enumerate(out.slots):
             self._members.append((int(s), (mod, "out", j)))
+            if kind == "adder" and wz[j] and not out.const[j]:
+                self._notes.append((int(s), f"AdderConv {mod} has zero filters; they output -sum|x|, not 0"))
         for c, s in enumerate(x.slots):
             self._members.append((int(s), (mod, "in", c)))
             self._readers.append((int(s), Reader(kind, mod, c, bool(x.const[c]), float(x.value[c]), padded, binarize)))
@@ -583,6 +589,10 @@ class Analysis:
             comp(s).members.add(m)
         for s in self._const_slots:
             comp(s).has_const = True
+        for s, note in self._notes:
+            c = comp(s)
+            if note not in c.notes:
+                c.notes.append(note)
         return comps
 
 

@@ -209,6 +209,18 @@ def _label(c, index_maps) -> tuple[str, list]:
     return mod, [_orig(index_maps, mod, "out", i) for m, i in prods if m == mod]
 
 
+def _kept(comps, index_maps) -> list:
+    """(producer, channels, reason, constant values, notes) of channels that look pruned but stay."""
+    out = []
+    for c in comps:
+        if c.removable or not (c.evidence or c.notes):
+            continue
+        src, chans = _label(c, index_maps)
+        values = sorted({round(r.value, 6) for r in c.readers if r.const})
+        out.append((src, chans, c.keep_reason, values, list(c.notes)))
+    return out
+
+
 def _orig(index_maps, mod, role, i):
     lst = index_maps.get((mod, role))
     return int(lst[i]) if lst is not None and i < len(lst) else int(i)
@@ -242,12 +254,17 @@ def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = 
         comps = an.components()
         decide(comps, dict(work.named_modules()), accept_deviation)
         if rnd == MAX_ROUNDS or not any(c.removable for c in comps.values()):
-            kept_comps = [c for c in comps.values() if c.evidence and not c.removable]
+            kept_comps += _kept(comps.values(), index_maps)
             break
         res = execute_round(work, example_inputs, comps)
         mismatches += res["mismatch"]
+        # what stays is described now, with this round's indices; a channel_selection that gathered a
+        # channel whose copy just went frees that channel for another round
+        again = [c for c in comps.values() if not c.removable and c.keep_reason
+                 and c.keep_reason.startswith("still gathered by channel_selection")]
+        kept_comps += _kept([c for c in comps.values() if c not in again], index_maps)
         if not res["pruned"]:
-            kept_comps = [c for c in comps.values() if c.evidence and not c.removable]
+            kept_comps += _kept(again, index_maps)
             break
         rounds += 1
         for r, exact, attr, delta, c in res.get("folds", []):
@@ -265,6 +282,8 @@ def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = 
             lst = index_maps.get(key)
             if lst is not None:
                 index_maps[key] = [o for j, o in enumerate(lst) if j not in idx]
+        if not again:
+            break
 
     # a ChannelSelect that now gathers every channel in order is an identity
     for n, m in list(work.named_modules()):
@@ -299,12 +318,15 @@ def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = 
         layers.append(entry)
 
     kept = {}
-    for c in kept_comps:
-        src, chans = _label(c, index_maps)
-        key = (src, c.keep_reason)
-        e = kept.setdefault(key, {"layer": src, "channels": [], "reason": c.keep_reason})
+    for src, chans, reason, values, notes_ in kept_comps:
+        e = kept.setdefault((src, reason), {"layer": src, "channels": [], "reason": reason})
         e["channels"] += chans
-    kept_list = [dict(e, channels=sorted(set(e["channels"]))) for e in kept.values()]
+        if values:
+            e.setdefault("constant_values", []).extend(values)
+        if notes_:
+            e.setdefault("notes", [])
+            e["notes"] += [n for n in notes_ if n not in e["notes"]]
+    kept_list = list(kept.values())
 
     report = {
         "pruned_layers": pruned_layers,

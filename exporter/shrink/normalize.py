@@ -185,7 +185,8 @@ def normalize(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, list[
     for n, m in targets:
         def hook(mod, args, out, n=n):
             if n not in seen and args and isinstance(args[0], torch.Tensor):
-                seen[n] = (args[0].detach().clone(), _first_tensor(out))
+                o = _first_tensor(out)
+                seen[n] = (args[0].detach().clone(), None if o is None else o.detach().clone())
         handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():

@@ -34,16 +34,17 @@ def verdict(r: Reader, m: nn.Module, accept: bool) -> tuple[str, str | None]:
             return "fold", None
         if r.const:
             return ("approx", None) if accept else (
-                "keep", f"constant {k:.4g} read by padded conv {r.module}: folding it into the bias is exact only "
-                        "away from the borders")
-        return "keep", None
+                "keep", f"constant channel read by padded conv {r.module}: folding it into the bias is exact only "
+                        "away from the borders (pass accept_deviation to fold anyway)")
+        return "keep", f"varies and is read by {r.kind} {r.module} through nonzero weights"
     if r.kind == "adder":
         if r.const and (k == 0 or not r.padded):
             return "fold", None
         if r.const:
             return ("approx", None) if accept else (
-                "keep", f"constant {k:.4g} read by padded AdderConv {r.module}: padded taps add |w|, not |{k:.3g} - w|")
-        return "keep", f"read by AdderConv {r.module}: -|x - w| depends on x even where w = 0"
+                "keep", f"nonzero constant channel read by padded AdderConv {r.module}: padded taps add |w|, not "
+                        "|c - w| (pass accept_deviation to fold anyway)")
+        return "keep", f"varies and is read by AdderConv {r.module}: -|x - w| depends on x even where w = 0"
     if r.kind == "binary":
         if r.const and not r.binarize_input and k == 0:
             return "ignore", None
@@ -53,7 +54,7 @@ def verdict(r: Reader, m: nn.Module, accept: bool) -> tuple[str, str | None]:
             return ("approx", None) if accept else (
                 "keep", f"constant read by padded BinaryConv {r.module}: binarize(0) = +1 and padded taps add 0, "
                         "so its contribution differs at the borders")
-        return "keep", f"read by BinaryConv {r.module}: binarize(0) = +1, so no input channel is ever ignored"
+        return "keep", f"varies and is read by BinaryConv {r.module}: binarize(0) = +1, so no weight ignores it"
     return "keep", f"read by {r.kind} {r.module}"
 
 

@@ -1,0 +1,13 @@
+"""Pruned models written the way the pruning research code writes them (the user's own classes).
+
+Each module has functions that build a model AND apply a deterministic (seeded) pruning, usable as
+``--arch samples.pruning.<module>:<function>``; ``<function>.input_shape`` is the example input shape.
+Masks live in buffers/parameters, so a saved state_dict loads back into a freshly built model.
+
+* mnist.mlp_pruned            MaskedLinear MLP 784-200-200-10 pruned to [50, 100, 10]
+* mnist.convnet_pruned        MaskedConv2d ConvNet [32, 64, 64] -> [8, 16, 32]
+* vgg_slim.vgg16_slimmed      VGG-16 (CIFAR) with Network Slimming: BN gamma = beta = 0
+* resnet56_l1.resnet56_l1     ResNet-56 with L1-norm filter pruning of each block's first conv
+* preresnet_cs.preresnet_slimmed   pre-activation bottleneck ResNet with channel_selection
+* adder_resnet20.adder_resnet20_pruned   AdderNet ResNet-20 (cmc AdderConv2d), slimmed BNs
+"""
