@@ -67,7 +67,8 @@ def _quiet_polygraphy():
 def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_shape, batches=(1, 5),
            tolerance: float | None = None, seed: int = 0, locate: bool = True) -> Verdict:
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.comparator import Comparator
+    from polygraphy.comparator.compare import SimpleCompareFunc
 
     _quiet_polygraphy()
     tol = model_tolerance(onnx_model) if tolerance is None else tolerance
@@ -99,7 +100,7 @@ def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_sha
             scale[name] = max(scale[name], ref_max)
         cases.append({"batch": b, "outputs": outs})
     atol = {n: tol * max(s, 1e-30) for n, s in scale.items()}
-    poly = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol, rtol=0.0, check_error_stat="max"))
+    poly = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=atol, rtol=0.0, check_error_stat="max"))
     verdict = Verdict(passed=bool(ok and poly), tolerance=tol, cases=cases, polygraphy_passed=bool(poly))
     if not verdict.passed and locate:
         verdict.divergence = locate_divergence(torch_model, onnx_model, feeds[0], tol)

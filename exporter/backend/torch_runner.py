@@ -21,7 +21,10 @@ class TorchRunner(BaseRunner):
         self.output_names = list(output_names)
 
     def activate_impl(self):
-        self._model.eval()
+        try:
+            self._model.eval()
+        except NotImplementedError:  # torch.export's unlifted modules are inference graphs already
+            pass
 
     def get_input_metadata_impl(self):
         meta = TensorMetadata()
@@ -39,7 +42,7 @@ class TorchRunner(BaseRunner):
         if len(outs) != len(self.output_names):
             raise ValueError(f"model returned {len(outs)} outputs, the ONNX model has {len(self.output_names)}")
         self.inference_time = end - start
-        return OrderedDict((n, o.detach().cpu().numpy()) for n, o in zip(self.output_names, outs))
+        return OrderedDict((n, np.ascontiguousarray(o.detach().cpu().numpy())) for n, o in zip(self.output_names, outs))
 
     def deactivate_impl(self):
         pass

@@ -1,0 +1,71 @@
+"""Recognising the research code's layers and reproducing what they compute."""
+import pytest
+import torch
+
+from cmc.exporter.convert import convert_research_layers, pack_for_deployment
+from cmc.exporter.errors import CmcError
+from cmc.plugins.adder_conv import AdderConv2d
+from cmc.plugins.binary_conv import BinaryConv2d
+from samples.addernet_resnet20 import adder2d
+
+from . import user_models
+
+
+def _same(a, b, tol):
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)) <= tol
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("stride,padding,k", [(1, 1, 3), (2, 1, 3), (2, 0, 1), (1, 2, 5)])
+def test_adder2d_converts_exactly(bias, stride, padding, k):
+    torch.manual_seed(0)
+    layer = adder2d(5, 7, kernel_size=k, stride=stride, padding=padding, bias=bias)
+    converted, info = convert_research_layers(torch.nn.Sequential(layer))
+    assert isinstance(converted[0], AdderConv2d) and len(info) == 1
+    x = torch.randn(2, 5, 9, 9)
+    assert _same(converted(x), layer(x), 1e-5)
+
+
+def test_bnn_layers_convert_exactly_and_pack():
+    m = user_models.tiny_bnn()
+    converted, info = convert_research_layers(m)
+    assert [type(converted.q1), type(converted.q2)] == [BinaryConv2d, BinaryConv2d]
+    assert "A=2 W=2" in info[0]["to"]
+    x = torch.randn(3, 3, 8, 8)
+    assert _same(converted(x), m(x), 1e-5)
+    assert _same(pack_for_deployment(converted)(x), m(x), 1e-5)
+
+
+def test_relu_input_variant_keeps_float_activations():
+    m = user_models.tiny_bnn_relu_input()
+    converted, info = convert_research_layers(m)
+    assert isinstance(converted.q1, torch.nn.Sequential) and converted.q1[1].binarize_input is False
+    x = torch.randn(2, 3, 8, 8)
+    assert _same(converted(x), m(x), 1e-5)
+
+
+def test_exact_zero_weights_stay_float_and_exact():
+    m = user_models.tiny_bnn()
+    with torch.no_grad():
+        m.q1.weight[0, :3] = 0.0  # torch.sign(0) = 0: not representable as +-1
+    converted, info = convert_research_layers(m)
+    assert not isinstance(converted.q1, BinaryConv2d) and "exact zeros" in info[0]["to"]
+    x = torch.randn(2, 3, 8, 8)
+    assert _same(converted(x), m(x), 1e-5)
+
+
+def test_ternary_is_refused_with_the_reason():
+    with pytest.raises(CmcError, match="W=3"):
+        convert_research_layers(user_models.tiny_ternary())
+
+
+def test_lookalike_that_does_not_fit_is_refused():
+    with pytest.raises(CmcError, match="stride"):
+        convert_research_layers(user_models.broken_adder())
+
+
+def test_original_model_is_untouched():
+    m = user_models.tiny_adder()
+    convert_research_layers(m)
+    assert isinstance(m.add1, adder2d)
