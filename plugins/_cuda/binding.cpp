@@ -2,7 +2,7 @@
 // TensorRT plugins run, exposed as plain functions on CUDA tensors. Built on demand by
 // cmc.plugins._cuda.loader with torch.utils.cpp_extension; the Python side (register.py) does the
 // argument normalisation and falls back to the reference ops when this extension is unavailable.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
@@ -81,7 +81,7 @@ at::Tensor adderForward(const at::Tensor& xIn, const at::Tensor& wIn, const at::
     const size_t wsBytes = cmc::adderConvForwardWorkspaceSize(g, dt);
     at::Tensor ws = at::empty({static_cast<int64_t>(wsBytes > 0 ? wsBytes : 1)}, x.options().dtype(at::kByte));
     checkStatus(cmc::adderConvForward(g, dt, x.data_ptr(), w.data_ptr(), ep, y.data_ptr(), ws.data_ptr(), wsBytes,
-                                      at::cuda::getCurrentCUDAStream()),
+                                      c10::cuda::getCurrentCUDAStream().stream()),
                 "cmc::adderConvForward");
     return y;
 }
@@ -109,7 +109,7 @@ std::vector<at::Tensor> adderBackward(const at::Tensor& xIn, const at::Tensor& w
     at::Tensor ws = at::empty({static_cast<int64_t>(wsBytes)}, x.options().dtype(at::kByte));
     checkStatus(cmc::adderConvBackward(g, x.data_ptr<float>(), w.data_ptr<float>(), gradA.data_ptr<float>(),
                                        needX ? gx.data_ptr<float>() : nullptr, needW ? gw.data_ptr<float>() : nullptr,
-                                       static_cast<float>(eta), ws.data_ptr(), wsBytes, at::cuda::getCurrentCUDAStream()),
+                                       static_cast<float>(eta), ws.data_ptr(), wsBytes, c10::cuda::getCurrentCUDAStream().stream()),
                 "cmc::adderConvBackward");
     return {gx, gw};
 }
@@ -133,7 +133,7 @@ at::Tensor binaryForward(const at::Tensor& xIn, const at::Tensor& wPackedIn, con
     const size_t wsBytes = cmc::binaryConvForwardWorkspaceSize(g, dt, binarizeInput != 0);
     at::Tensor ws = at::empty({static_cast<int64_t>(wsBytes > 0 ? wsBytes : 1)}, x.options().dtype(at::kByte));
     checkStatus(cmc::binaryConvForward(g, dt, binarizeInput != 0, x.data_ptr(), wp.data_ptr<int32_t>(), ep,
-                                       y.data_ptr(), ws.data_ptr(), wsBytes, at::cuda::getCurrentCUDAStream()),
+                                       y.data_ptr(), ws.data_ptr(), wsBytes, c10::cuda::getCurrentCUDAStream().stream()),
                 "cmc::binaryConvForward");
     return y;
 }
@@ -154,7 +154,7 @@ at::Tensor binaryPackWeights(const at::Tensor& wIn) {
     checkStatus(g.validate(), "cmc: weight shape");
     const c10::cuda::CUDAGuard guard(w.device());
     at::Tensor out = at::empty({g.m, g.kh, g.kw, cmc::binaryWordsPerTap(g.c)}, w.options().dtype(at::kInt));
-    checkStatus(cmc::binaryPackWeights(g, dt, w.data_ptr(), out.data_ptr<int32_t>(), at::cuda::getCurrentCUDAStream()),
+    checkStatus(cmc::binaryPackWeights(g, dt, w.data_ptr(), out.data_ptr<int32_t>(), c10::cuda::getCurrentCUDAStream().stream()),
                 "cmc::binaryPackWeights");
     return out;
 }
