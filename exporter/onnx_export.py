@@ -212,9 +212,12 @@ def fold_into_epilogues(model: ir.Model) -> list[dict]:
                          const_value=ir.tensor(np.asarray(arr, dtype=np.float32)))
             graph.register_initializer(v)
             node.replace_input_with(i, v)
-        # The fused node now produces what the last absorbed module produced.
-        if absorbed[-1][1]:
-            node.metadata_props["pkg.torch.onnx.name_scopes"] = absorbed[-1][1]
+        # The fused node now produces what the last absorbed op produced. Remember which BatchNorm
+        # module it absorbed (and whether a ReLU followed) so verification can still compare it.
+        node.metadata_props["pkg.torch.onnx.name_scopes"] = absorbed[-1][1]
+        if absorbed[0][0] == "BatchNormalization":
+            node.metadata_props["cmc.folded_module"] = module_path(absorbed[0][1])
+            node.metadata_props["cmc.folded_relu"] = "1" if len(absorbed) > 1 else "0"
         folded.append({"node": node.name, "op": node.op_type, "absorbed": [a[0] for a in absorbed]})
     _drop_unused_initializers(graph)
     return folded

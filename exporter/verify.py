@@ -160,11 +160,14 @@ def locate_divergence(torch_model, onnx_model, feed, tol) -> dict | None:
                     "message": f"{node.op_type} node {node.name} disagrees with its contract reference (rel err {err:.3g})"}
 
     # 2. The user's modules, in execution order, against the ONNX values of the same scope.
-    last_value: dict[str, tuple[str, str]] = {}
+    last_value: dict[str, tuple[str, str, bool]] = {}  # module path -> (value, node, relu applied after it)
     for node in onnx_model.graph.node:
         path = _module_path(node)
         if path and node.output and node.output[0] in values:
-            last_value[path] = (node.output[0], node.name)
+            last_value[path] = (node.output[0], node.name, False)
+        meta = {p.key: p.value for p in node.metadata_props}
+        if meta.get("cmc.folded_module") and node.output[0] in values:
+            last_value[meta["cmc.folded_module"]] = (node.output[0], node.name, meta.get("cmc.folded_relu") == "1")
     recorded: list[tuple[str, str, np.ndarray]] = []
     calls: dict[str, int] = {}
     hooks = []
@@ -184,8 +187,10 @@ def locate_divergence(torch_model, onnx_model, feed, tol) -> dict | None:
     for name, cls, ref in recorded:
         if calls[name] != 1:  # a module used twice (a shared ReLU) has no single ONNX counterpart
             continue
-        value_name, node_name = last_value[name]
+        value_name, node_name, relu_after = last_value[name]
         got = values[value_name]
+        if relu_after:
+            ref = np.maximum(ref, 0)
         if got.shape != ref.shape:
             continue
         denom = max(float(np.abs(ref).max()), 1e-30)
