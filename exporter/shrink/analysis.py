@@ -478,8 +478,8 @@ class Analysis:
                 self._members.append((int(s), (mod, "dw", c)))
             self.mixing_nodes[mod] = node
             return self._derived(val, x.slots, const)
-        return self._barrier(node, val, f"grouped convolution {mod} (groups={m.groups}): removing channels "
-                                        "unevenly across its groups is not supported")
+        return self._barrier(node, val, f"grouped convolution {mod} (groups={m.groups}): its groups must stay "
+                                        "equal, and cmc does not re-plan channels across groups")
 
     def _linear(self, node, val, x, where):
         a = node.args

@@ -1,7 +1,6 @@
 """find_pruned() and shrink(): the public entry points."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +14,7 @@ from cmc.plugins.contract import load as load_contract
 from .analysis import Analysis
 from .errors import ShrinkParityError
 from .modules import ChannelSelect
-from .normalize import masked_layers, normalize, prune_hooks, validate
+from .normalize import masked_layers, normalize, safe_deepcopy, validate
 from .plan import decide, execute_round
 
 #: Relative tolerance (of max |y|) for models of plain PyTorch layers; cmc operators bring their own.
@@ -153,9 +152,16 @@ def _locate(ref: nn.Module, shrunk: nn.Module, x: tuple, index_maps: dict, tol: 
     rmods, smods = dict(ref.named_modules()), dict(shrunk.named_modules())
     common = [n for n in smods if n and n in rmods]
     hs = []
+
+    def keep_ref(m, a, o, n):
+        ref_out.setdefault(n, o.detach().clone() if isinstance(o, torch.Tensor) else o)
+
+    def keep_got(m, a, o, n):
+        order.append(n)
+        got.setdefault(n, o.detach().clone() if isinstance(o, torch.Tensor) else o)
     for n in common:
-        hs.append(rmods[n].register_forward_hook(lambda m, a, o, n=n: ref_out.setdefault(n, o)))
-        hs.append(smods[n].register_forward_hook(lambda m, a, o, n=n: (order.append(n), got.setdefault(n, o))))
+        hs.append(rmods[n].register_forward_hook(lambda m, a, o, n=n: keep_ref(m, a, o, n)))
+        hs.append(smods[n].register_forward_hook(lambda m, a, o, n=n: keep_got(m, a, o, n)))
     try:
         with torch.no_grad():
             ref(*x)
@@ -233,7 +239,7 @@ def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = 
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     pruned_layers = find_pruned(model)
-    ref = copy.deepcopy(model).eval()
+    ref = safe_deepcopy(model).eval()
     work, notes = normalize(model, example_inputs)
     work.eval()
     tol = tolerance(work)
@@ -357,4 +363,7 @@ def _group_folds(entries):
                                "values": [], "how": e["how"]})
         g["input_channels"].append(e["input_channel"])
         g["values"].append(round(e["value"], 7))
+    for g in out.values():
+        if len(set(g["values"])) == 1:
+            g["values"] = g["values"][:1]      # one constant for all (e.g. the features of one flattened channel)
     return list(out.values())

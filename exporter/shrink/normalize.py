@@ -158,13 +158,35 @@ def _first_tensor(out):
     return None
 
 
+def safe_deepcopy(model: nn.Module) -> nn.Module:
+    """copy.deepcopy that also works with live torch.nn.utils.prune hooks (whose computed ``weight``
+    is a non-leaf tensor that deepcopy refuses): the computed tensors are set aside for the copy and
+    recomputed on it. The original ends exactly as it was."""
+    stash = []
+    for m in model.modules():
+        for _, hook in prune_hooks(m):
+            for t in _hook_names(hook):
+                if t in m.__dict__:
+                    stash.append((m, t, m.__dict__.pop(t)))
+    try:
+        new = copy.deepcopy(model)
+    finally:
+        for m, t, v in stash:
+            m.__dict__[t] = v
+    for m in new.modules():
+        for _, hook in prune_hooks(m):
+            for t in _hook_names(hook):
+                setattr(m, t, hook.apply_mask(m))
+    return new
+
+
 def normalize(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, list[dict]]:
     """A deep copy with masks applied and made permanent, research layers replaced by plain ones.
 
     Returns (model, notes); notes list each replacement. The original model is not touched.
     """
     validate(model)
-    model = copy.deepcopy(model)
+    model = safe_deepcopy(model)
     model.eval()
     notes: list[dict] = []
 

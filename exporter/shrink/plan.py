@@ -180,10 +180,10 @@ def build_graph(model: nn.Module, example_inputs: tuple):
     return dg, pruners
 
 
-def tp_members(group, dg, names: dict, roles: dict) -> set:
+def tp_members(items, dg, names: dict, roles: dict) -> set:
+    """{(layer, role, idx)} that Torch-Pruning would cut for these group items."""
     out = set()
-    for item in group.items:
-        dep, idxs = item.dep, item.idxs
+    for dep, idxs in items:
         mod = dep.target.module
         if isinstance(mod, nn.Parameter):
             label, role = dg._param_to_name.get(mod, "<parameter>"), "param"
@@ -268,10 +268,16 @@ def execute_round(model: nn.Module, example_inputs: tuple, comps: dict[int, Comp
             for c in g:
                 c.removable, c.keep_reason = False, "no prunable producer"
             continue
-        root = sorted(outs)[0]
-        fn = _out_fn(modules[root], pruners)
-        group = dg.get_pruning_group(modules[root], fn, sorted(outs[root]))
-        got = tp_members(group, dg, names, roles)
+        # one Torch-Pruning group per producer; merged per (layer, handler) so that a layer shared by
+        # several producers (a concatenation into a depthwise conv) is cut once, with all indices
+        merged: dict = {}
+        for root in sorted(outs):
+            group = dg.get_pruning_group(modules[root], _out_fn(modules[root], pruners), sorted(outs[root]))
+            for item in group.items:
+                key = (id(item.dep.target), item.dep.handler)
+                merged.setdefault(key, [item.dep, set()])[1].update(int(i) for i in item.idxs)
+        items = [(dep, sorted(idx)) for dep, idx in merged.values()]
+        got = tp_members(items, dg, names, roles)
         if got != expected:
             extra, missing = sorted(got - expected), sorted(expected - got)
             why = ("Torch-Pruning's coupling disagrees with the traced graph: it would "
@@ -280,9 +286,9 @@ def execute_round(model: nn.Module, example_inputs: tuple, comps: dict[int, Comp
                    + (f"not cut {_fmt(missing)}" if missing else ""))
             for c in g:
                 c.removable, c.keep_reason = False, why
-            result["mismatch"].append({"root": root, "reason": why})
+            result["mismatch"].append({"roots": sorted(outs), "reason": why})
             continue
-        accepted.append((group, g))
+        accepted.append(([(dep, idx) for dep, idx in items if dep.target.module in names], g))
 
     # folds first (from the unpruned weights), then cut
     folds = []
@@ -294,8 +300,9 @@ def execute_round(model: nn.Module, example_inputs: tuple, comps: dict[int, Comp
                 folds.append((r, exact, attr, delta, c))
     for r, exact, attr, delta, c in folds:
         apply_fold(modules[r.module], attr, delta)
-    for group, g in accepted:
-        group.prune(record_history=False)
+    for deps, g in accepted:
+        for dep, idx in deps:
+            dep(idx)
         result["pruned"].append(g)
     result["folds"] = folds
     return result
