@@ -1,0 +1,86 @@
+"""Shared pieces of the benchmark scripts: CUDA-event timing, device description, JSON output.
+
+Numbers only ever come from running on a GPU; nothing here invents or estimates one. Result files are
+run artefacts: write them outside the repository (or under out*/, which git ignores).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `samples` (the research-style models) lives at the repo root
+
+
+def require_cuda(smoke: bool) -> str:
+    """'cuda', or 'cpu' for a --smoke run (a code-path check, not a measurement); exits otherwise."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if smoke:
+        return "cpu"
+    sys.exit("no CUDA GPU: these benchmarks only run on a GPU machine (use --smoke for a CPU code-path check)")
+
+
+def device_info(device: str) -> dict:
+    info = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version()}
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        info.update(device_name=p.name, capability=f"sm_{p.major}{p.minor}", sm_count=p.multi_processor_count,
+                    memory_gib=round(p.total_memory / 2 ** 30, 1), cudnn=torch.backends.cudnn.version())
+    else:
+        info.update(device_name="cpu (smoke run: not a measurement)")
+    return info
+
+
+def time_ms(fn, device: str, warmup: int = 3, iters: int = 20) -> dict:
+    """Median / min milliseconds of fn() over `iters` runs (CUDA events on the GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+        for _ in range(iters):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        import time
+
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return {"ms_median": statistics.median(times), "ms_min": min(times), "iters": iters}
+
+
+def guarded(fn, device: str, **kw) -> dict:
+    """time_ms, or {"error": ...} (e.g. out of memory for the unfold formulation)."""
+    try:
+        return time_ms(fn, device, **kw)
+    except torch.cuda.OutOfMemoryError as e:
+        torch.cuda.empty_cache()
+        return {"error": "out of memory", "detail": str(e).splitlines()[0]}
+    except RuntimeError as e:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        return {"error": type(e).__name__, "detail": str(e).splitlines()[0]}
+
+
+def write_json(obj: dict, path: str | None) -> None:
+    text = json.dumps(obj, indent=2)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+    else:
+        print(text)

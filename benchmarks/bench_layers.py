@@ -1,0 +1,131 @@
+"""Per-layer kernel times: the cmc AdderConv / BinaryConv CUDA kernels against cuDNN convolution of
+the same shape (FP32 with TF32 off, and FP16) and against the research code's unfold formulation of
+AdderNet (-sum |unfold(X) - W| through an [M, K, L] tensor); FP32 backward: the AdderConv backward
+kernels (gradX + gradW with the adaptive scale) against cuDNN's conv input + weight gradients.
+
+    python benchmarks/bench_layers.py --out /tmp/cmc_layers.json [--suite resnet20,resnet18,resnet50,bnn]
+
+JSON: device description + one record per (layer, implementation, dtype) with median/min ms, or an
+error (the unfold formulation runs out of memory on large layers). GPU only; --smoke runs tiny shapes
+on the CPU to check the code paths (its times mean nothing).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from _common import device_info, guarded, require_cuda, write_json
+
+# (name, N, C, H, W, M, k, stride, pad)
+SUITES = {
+    "resnet20": [  # AdderNet ResNet-20, CIFAR-10, batch 64
+        ("r20.l1.3x3.16-16", 64, 16, 32, 32, 16, 3, 1, 1),
+        ("r20.l2.3x3.16-32.s2", 64, 16, 32, 32, 32, 3, 2, 1),
+        ("r20.l2.3x3.32-32", 64, 32, 16, 16, 32, 3, 1, 1),
+        ("r20.l3.3x3.32-64.s2", 64, 32, 16, 16, 64, 3, 2, 1),
+        ("r20.l3.3x3.64-64", 64, 64, 8, 8, 64, 3, 1, 1),
+        ("r20.down.1x1.16-32.s2", 64, 16, 32, 32, 32, 1, 2, 0),
+    ],
+    "resnet18": [  # ImageNet, batch 16
+        ("r18.l1.3x3.64-64", 16, 64, 56, 56, 64, 3, 1, 1),
+        ("r18.l2.3x3.64-128.s2", 16, 64, 56, 56, 128, 3, 2, 1),
+        ("r18.l2.3x3.128-128", 16, 128, 28, 28, 128, 3, 1, 1),
+        ("r18.l3.3x3.256-256", 16, 256, 14, 14, 256, 3, 1, 1),
+        ("r18.l4.3x3.512-512", 16, 512, 7, 7, 512, 3, 1, 1),
+    ],
+    "resnet50": [  # ImageNet bottlenecks, batch 16
+        ("r50.l1.1x1.256-64", 16, 256, 56, 56, 64, 1, 1, 0),
+        ("r50.l1.3x3.64-64", 16, 64, 56, 56, 64, 3, 1, 1),
+        ("r50.l1.1x1.64-256", 16, 64, 56, 56, 256, 1, 1, 0),
+        ("r50.l2.3x3.128-128", 16, 128, 28, 28, 128, 3, 1, 1),
+        ("r50.l3.1x1.1024-256", 16, 1024, 14, 14, 256, 1, 1, 0),
+        ("r50.l3.3x3.256-256", 16, 256, 14, 14, 256, 3, 1, 1),
+        ("r50.l4.3x3.512-512", 16, 512, 7, 7, 512, 3, 1, 1),
+    ],
+    "bnn": [  # the binary-net workhorse layer
+        ("bnn.3x3.256-256.14", 64, 256, 14, 14, 256, 3, 1, 1),
+        ("bnn.3x3.256-256.28", 32, 256, 28, 28, 256, 3, 1, 1),
+    ],
+}
+SMOKE = [("smoke.3x3.8-8", 2, 8, 6, 6, 8, 3, 1, 1), ("smoke.3x3.8-16.s2", 2, 8, 6, 6, 16, 3, 2, 1)]
+
+
+def unfold_adder(x, w, stride, pad):
+    """The research formulation: [M, K, L] differences, summed over K (forward only here)."""
+    from samples.addernet_resnet20 import adder2d_function
+
+    return adder2d_function(x, w, stride, pad)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default="resnet20,resnet18,resnet50,bnn")
+    ap.add_argument("--out", help="JSON file (default: stdout)")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--no-unfold", action="store_true", help="skip the unfold formulation")
+    ap.add_argument("--no-backward", action="store_true", help="skip the backward timings")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, CPU allowed: code-path check only")
+    args = ap.parse_args(argv)
+    device = require_cuda(args.smoke)
+    torch.backends.cudnn.allow_tf32 = False  # FP32 cuDNN baseline is true FP32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+
+    ext = None
+    if device == "cuda":
+        from cmc.plugins._cuda import loader
+
+        ext = loader.load()
+        if ext is None:
+            sys.exit(f"cmc CUDA extension unavailable: {loader.unavailable_reason()}")
+    from cmc.plugins.binary_conv.op import pack_weights
+
+    layers = SMOKE if args.smoke else [l for s in args.suite.split(",") for l in SUITES[s]]
+    records = []
+    for name, n, c, h, w, m, k, s, p in layers:
+        shape = dict(n=n, c=c, h=h, w=w, m=m, k=k, stride=s, pad=p)
+        gen = torch.Generator().manual_seed(0)
+        x32 = torch.randn(n, c, h, w, generator=gen).to(device)
+        w32 = torch.randn(m, c, k, k, generator=gen).to(device)
+        ones, zeros = torch.ones(m, device=device), torch.zeros(m, device=device)
+        wp = pack_weights(w32.cpu()).to(device)
+        st, pads, dil = [s, s], [p, p, p, p], [1, 1]
+        runs = []
+        for dt_name, dt in (("fp32", torch.float32), ("fp16", torch.float16)):
+            x, wt = x32.to(dt), w32.to(dt)
+            if device == "cuda":
+                runs.append(("cudnn_conv", dt_name, lambda x=x, wt=wt: F.conv2d(x, wt, None, s, p)))
+            elif dt == torch.float32:  # --smoke on the CPU (no half conv there)
+                runs.append(("torch_conv_cpu", dt_name, lambda x=x, wt=wt: F.conv2d(x, wt, None, s, p)))
+            if dt == torch.float32 and not args.no_backward:
+                gy = torch.randn(F.conv2d(x[:1], wt, None, s, p).shape[1:], device=device).expand(
+                    n, -1, -1, -1).contiguous()
+                runs.append(("conv_backward_input_weight", dt_name,
+                             lambda x=x, wt=wt, gy=gy: (torch.nn.grad.conv2d_input(x.shape, wt, gy, s, p),
+                                                        torch.nn.grad.conv2d_weight(x, wt.shape, gy, s, p))))
+                if ext is not None:
+                    runs.append(("cmc_adder_backward_kernels", dt_name,
+                                 lambda x=x, wt=wt, gy=gy: ext.adder_backward(x, wt, gy, st, pads, dil, 1, 0.2,
+                                                                              True, True)))
+            if ext is not None:
+                runs.append(("cmc_adder_kernel", dt_name,
+                             lambda x=x, wt=wt: ext.adder_forward(x, wt, ones, zeros, st, pads, dil, 1, 0)))
+                runs.append(("cmc_binary_kernel", dt_name,
+                             lambda x=x: ext.binary_forward(x, wp, ones, zeros, st, pads, dil, 1, 1, 0)))
+                runs.append(("cmc_binary_kernel_float_input", dt_name,
+                             lambda x=x: ext.binary_forward(x, wp, ones, zeros, st, pads, dil, 1, 0, 0)))
+            if not args.no_unfold and dt == torch.float32:
+                runs.append(("unfold_adder", dt_name, lambda x=x, wt=wt: unfold_adder(x, wt, s, p)))
+        for impl, dt_name, fn in runs:
+            with torch.no_grad():
+                r = guarded(fn, device, iters=args.iters)
+            records.append(dict(layer=name, **shape, impl=impl, dtype=dt_name, **r))
+            print(f"{name:28s} {impl:30s} {dt_name}  {r.get('ms_median', r.get('error'))}", file=sys.stderr)
+    write_json({"benchmark": "layers", **device_info(device), "tf32": False, "records": records}, args.out)
+
+
+if __name__ == "__main__":
+    main()
