@@ -6,10 +6,11 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -226,7 +227,7 @@ def make_logger(trt, verbose: bool | None = None):
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
                 self.errors.append(str(msg))
             if verbose or severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                print(f"[TensorRT] {msg}")
+                print(f"[TensorRT] {msg}", file=sys.stderr)
 
     return Logger()
 
@@ -313,7 +314,7 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, batc
         original = onnx.load(str(onnx_path))
     except Exception as e:  # noqa: BLE001
         raise CmcError(f"cannot read {onnx_path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    precision = "fp16" if fp16 else "fp32"
+    precision = "fp16" if (fp16 or _network_is_fp16(original)) else "fp32"
     batch = normalize_batch(batch, example)
     profiles = input_profiles(original, batch, example)
 
