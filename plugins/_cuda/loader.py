@@ -86,8 +86,8 @@ def _try_load(verbose: bool):
             name=name,
             sources=[str(s) for s in sources],
             extra_include_paths=[str(include)],
-            extra_cflags=["-O3", "-std=c++17"],
-            extra_cuda_cflags=["-O3", "-std=c++17", "-lineinfo"],
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3", "-lineinfo"],  # torch adds its own -std (C++20 in 2.13)
             verbose=verbose,
         )
     except Exception as e:  # compiler errors, missing ninja, ...

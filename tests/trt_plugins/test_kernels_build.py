@@ -207,7 +207,7 @@ def test_torch_binding_compiles(tmp_path):
     (stub / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").write_text("#pragma once\n")
     import sysconfig
 
-    cmd = [cxx, "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=cmc_cuda_kernels",
+    cmd = [cxx, "-std=c++20", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=cmc_cuda_kernels",
            "-DTORCH_API_INCLUDE_EXTENSION_H", f"-I{sysconfig.get_paths()['include']}"]
     cmd += [f"-I{d}" for d in incs]
     cmd += [f"-idirafter{stub}", f"-I{cuda_inc}", f"-I{TRT / 'common'}", str(ROOT / "plugins" / "_cuda" / "binding.cpp")]
