@@ -14,19 +14,21 @@ from .errors import CmcError
 
 class Staging:
     def __init__(self, out_dir: str | os.PathLike):
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir).resolve()
         if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise CmcError(f"output path {str(self.out_dir)!r} exists and is not a folder")
-        parent = self.out_dir.resolve().parent
-        if not parent.exists():
-            raise CmcError(f"output folder's parent {str(parent)!r} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise CmcError(f"cannot write in {str(parent)!r}")
+            raise CmcError(f"output path {str(out_dir)!r} exists and is not a folder")
+        # Stage in the nearest existing ancestor: same file system, so the final moves are renames.
+        anchor = self.out_dir.parent
+        while not anchor.exists():
+            anchor = anchor.parent
+        if not anchor.is_dir() or not os.access(anchor, os.W_OK):
+            raise CmcError(f"cannot write in {str(anchor)!r}")
+        self.anchor = anchor
         self.dir: Path | None = None
         self.files: list[str] = []
 
     def __enter__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.cmc-staging-", dir=self.out_dir.resolve().parent))
+        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.cmc-staging-", dir=self.anchor))
         return self
 
     def path(self, name: str) -> Path:
