@@ -175,7 +175,7 @@ def run_export(opts: ExportOptions) -> dict:
     if opts.to == "trt":
         from .trt import find_tensorrt  # fail before any long step when TensorRT is missing
 
-        trt_env = find_tensorrt()
+        trt_env = find_tensorrt(need_headers=opts.trt.get("plugin_lib") is None)
     with Staging(opts.out_dir) as stage:
         steps = Steps()
         reference, deployable, x, report = prepare(opts, steps)

@@ -136,3 +136,17 @@ def test_parity_failure_exits_3_and_writes_nothing(tmp_path, in_repo_root, monke
     assert last.startswith("cmc-export: error: parity check failed")
     assert "first diverging layer: bn2" in last and "add1/AdderConv" in last  # the layer we corrupted
     assert not out.exists()
+
+
+def test_to_trt_without_tensorrt_is_one_line_and_writes_nothing(tmp_path, in_repo_root, capsys):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here: the missing-TensorRT path cannot be exercised")
+    except ImportError:
+        pass
+    out = tmp_path / "o"
+    rc = main([_sd(tmp_path / "good.pth"), "--arch", TINY, "--to", "trt", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "TensorRT" in err[0] and "install" in err[0]
+    assert not out.exists()
