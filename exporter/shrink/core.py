@@ -20,6 +20,8 @@ from .plan import decide, execute_round
 #: Relative tolerance (of max |y|) for models of plain PyTorch layers; cmc operators bring their own.
 DEFAULT_TOL = 1e-4
 MAX_ROUNDS = 5
+#: Conv channel counts that were multiples of this stay so (see shrink's round_to).
+DEFAULT_ROUND_TO = 8
 _LAYERS = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, AdderConv2d, BinaryConv2d, ChannelSelect)
 
 
@@ -232,10 +234,16 @@ def _orig(index_maps, mod, role, i):
     return int(lst[i]) if lst is not None and i < len(lst) else int(i)
 
 
-def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = False, seed: int = 0) -> ShrinkResult:
+def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = False, seed: int = 0,
+           round_to: int = DEFAULT_ROUND_TO) -> ShrinkResult:
     """Physically remove pruned channels. Returns a new model (the original is not touched) and a
     JSON-serialisable report. Raises ShrinkError subclasses for unreadable masks and
-    ShrinkParityError when the result does not match the masked model."""
+    ShrinkParityError when the result does not match the masked model.
+
+    ``accept_deviation``: fold constant channels into padded layers too (exact only away from the
+    borders); the report states the measured deviation. ``round_to``: keep a few removable channels
+    so that conv channel counts that were multiples of it stay so (8: onnxruntime's NCHWc kernels
+    and tensor cores; 1 removes every removable channel)."""
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     pruned_layers = find_pruned(model)
@@ -262,7 +270,7 @@ def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = 
         if rnd == MAX_ROUNDS or not any(c.removable for c in comps.values()):
             kept_comps += _kept(comps.values(), index_maps)
             break
-        res = execute_round(work, example_inputs, comps)
+        res = execute_round(work, example_inputs, comps, round_to)
         mismatches += res["mismatch"]
         # what stays is described now, with this round's indices; a channel_selection that gathered a
         # channel whose copy just went frees that channel for another round
@@ -338,6 +346,7 @@ def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = 
         "pruned_layers": pruned_layers,
         "normalized": notes,
         "accept_deviation": bool(accept_deviation),
+        "round_to": int(round_to),
         "rounds": rounds,
         "layers": layers,
         "params": {"before": size_before["params"], "after": size_after["params"]},

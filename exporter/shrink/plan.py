@@ -196,7 +196,42 @@ def tp_members(items, dg, names: dict, roles: dict) -> set:
     return out
 
 
-def execute_round(model: nn.Module, example_inputs: tuple, comps: dict[int, Component]) -> dict:
+def _align(g: list, modules: dict, round_to: int):
+    """Keep some removable channels so that conv-like channel counts stay multiples of ``round_to``
+    (onnxruntime's NCHWc kernels and tensor cores want multiples of 8). Keeping a removable channel
+    is always exact; only the channels of conv/BatchNorm-like dimensions are aligned, Linear features
+    are not."""
+    if round_to <= 1:
+        return
+    conv_like = (nn.Conv2d, nn.modules.batchnorm._BatchNorm, AdderConv2d, BinaryConv2d)
+    changed = True
+    while changed:
+        changed = False
+        count: dict = {}
+        for c in g:
+            if c.removable:
+                for mod, role, _ in c.members:
+                    count[(mod, role)] = count.get((mod, role), 0) + 1
+        for (mod, role), k in sorted(count.items()):
+            m = modules[mod]
+            if not isinstance(m, conv_like):
+                continue
+            n = _dim_size(m, role)
+            rem = n - k
+            if n % round_to or rem <= 0 or rem % round_to == 0:
+                continue
+            need = (-rem) % round_to
+            cands = [c for c in g if c.removable and any((a, b) == (mod, role) for a, b, _ in c.members)]
+            cands.sort(key=lambda c: (len(c.folds) > 0, -max(i for _, _, i in c.members)))
+            for c in cands[:need]:
+                c.removable = False
+                c.keep_reason = (f"kept so that {mod} keeps a multiple of {round_to} channels "
+                                 f"(round_to={round_to}; pass round_to=1 to remove it)")
+            changed = True
+            break
+
+
+def execute_round(model: nn.Module, example_inputs: tuple, comps: dict[int, Component], round_to: int = 1) -> dict:
     """Cross-check the removable components with Torch-Pruning and prune them. Returns what happened."""
     modules = dict(model.named_modules())
     names = {m: n for n, m in modules.items()}
@@ -226,6 +261,8 @@ def execute_round(model: nn.Module, example_inputs: tuple, comps: dict[int, Comp
     for cid, c in comps.items():
         groups.setdefault(find(cid), []).append(c)
 
+    for g in groups.values():
+        _align(g, modules, round_to)
     todo = [[c for c in g if c.removable] for g in groups.values()]
     todo = [g for g in todo if g]
     result = {"pruned": [], "mismatch": []}

@@ -50,6 +50,7 @@ def stats(bn, g=None):
 
 
 def check_exact(model, x=X, **kw):
+    kw.setdefault("round_to", 1)
     res = shrink(model, (x,), **kw)
     with torch.no_grad():
         err = rel_err(model(x), res.model(x))
@@ -323,7 +324,7 @@ def test_torch_pruning_disagreement_is_kept_not_passed_on(monkeypatch):
 
     m = Plain().eval()
     kill(m.a, [1, 2])
-    assert shrink(m, (X,)).model.a.out_channels == 6
+    assert shrink(m, (X,), round_to=1).model.a.out_channels == 6
     real = plan.tp_members
     monkeypatch.setattr(plan, "tp_members", lambda *a: real(*a) | {("b", "in", 7)})
     res = check_exact(m)
@@ -356,7 +357,7 @@ def test_constant_channel_kept_before_padded_conv_and_accept_deviation():
     assert res.model.a.out_channels == 8 and "padded conv b" in kept_reasons(res)
     kept = [e for e in res.report["kept"] if e["layer"] == "a"][0]
     assert kept["channels"] == [0, 3] and kept["constant_values"]
-    dev = shrink(m, (X,), accept_deviation=True)
+    dev = shrink(m, (X,), accept_deviation=True, round_to=1)
     assert dev.model.a.out_channels == 6
     v = dev.report["verification"]
     assert v["accepted_deviation"] and v["max_rel_err"] > 0 and dev.report["approximated"]
@@ -502,6 +503,18 @@ def test_mnist_convnet_masked_conv_to_8_16_32(zero_bias):
         assert "padded conv conv2" in kept_reasons(res)
 
 
+def test_round_to_keeps_conv_channel_counts_aligned():
+    m = Residual().eval()
+    slim(m.bn1, [2, 5])
+    kill(m.side, [0, 4])
+    res = shrink(m, (X,), round_to=8)                       # 8 - 2 would break the alignment: kept
+    assert res.model.c1.out_channels == 8 and "round_to" in kept_reasons(res)
+    res = shrink(m, (X,), round_to=2)
+    assert res.model.c1.out_channels == 6 and res.report["round_to"] == 2
+    res = shrink(m, (X,), round_to=4)                       # 14 (not a multiple of 4) is not aligned
+    assert res.model.side.out_channels == 4 and res.model.c1.out_channels == 8
+
+
 def test_channel_selection_with_zeroed_indexes():
     from samples.pruning.preresnet_cs import channel_selection
 
@@ -618,7 +631,7 @@ def test_parity_failure_names_the_layer(monkeypatch):
     real = plan.fold_delta
     monkeypatch.setattr(plan, "fold_delta", lambda r, mod: (lambda a: (a[0], a[1] * 2))(real(r, mod)))
     with pytest.raises(ParityError, match="first differing layer: b") as e:
-        shrink(m, (X,))
+        shrink(m, (X,), round_to=1)
     _one_line(e)
 
 
