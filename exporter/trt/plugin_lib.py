@@ -24,23 +24,21 @@ from .env import TensorRTEnv
 STATIC_LIB = "libcmc_trt_plugins.so"
 DYNAMIC_LIB = "libcmc_trt_plugins_dynamic.so"
 
-_REPO = Path(__file__).resolve().parents[2]
-
-
 def plugin_source_dir() -> Path:
-    """trt_plugins/ (the CMake project): $CMC_TRT_PLUGINS_SRC, else the checkout this package runs from."""
-    env = os.environ.get("CMC_TRT_PLUGINS_SRC")
-    cand = Path(env) if env else _REPO / "trt_plugins"
+    """trt_plugins/ (the CMake project), located by cmc.plugins.sources ($CMC_TRT_PLUGINS_DIR overrides)."""
+    from cmc.plugins.sources import ENV, trt_plugins_dir
+
+    cand = trt_plugins_dir()
     if not (cand / "CMakeLists.txt").is_file() or not (cand / "cmake" / "plugins.cmake").is_file():
-        raise CmcError(f"cmc plugin sources not found at {cand}: set CMC_TRT_PLUGINS_SRC to a cmc checkout's "
+        raise CmcError(f"cmc plugin sources not found at {cand}: set {ENV} to a cmc checkout's "
                        f"trt_plugins/ folder, or pass a prebuilt plugin library (--plugin-lib)")
     return cand
 
 
 def contracts_dir() -> Path:
-    import cmc.plugins
+    from cmc.plugins.sources import contracts_dir as _contracts
 
-    return Path(cmc.plugins.__file__).resolve().parent
+    return _contracts()
 
 
 def local_cuda_arch() -> str:

@@ -372,7 +372,7 @@ def test_plugin_build_command(tmp_path, monkeypatch):
     from cmc.exporter.trt.plugin_lib import cmake_configure_command, plugin_source_dir
 
     # works from an installed (non-editable) cmc too: the sources are this checkout's trt_plugins/
-    monkeypatch.setenv("CMC_TRT_PLUGINS_SRC", str(Path(__file__).resolve().parents[2] / "trt_plugins"))
+    monkeypatch.setenv("CMC_TRT_PLUGINS_DIR", str(Path(__file__).resolve().parents[2] / "trt_plugins"))
     env = TensorRTEnv(python_version=None, python_module_path=None, include_dir="/opt/trt/include",
                       header_version="10.3.0", lib_dir="/opt/trt/lib")
     cmd = cmake_configure_command(plugin_source_dir(), tmp_path, env, "87")
