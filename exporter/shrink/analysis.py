@@ -296,6 +296,11 @@ class Analysis:
         if k == "aten.index_select":
             return self._select(node, val)
         x = self._ainfo(a[0]) if a else None
+        if k in ("aten.dropout", "aten.dropout_", "aten.feature_dropout", "aten.feature_dropout_",
+                 "aten.alpha_dropout") and len(a) > 2 and a[2]:
+            if x is None:
+                return self._barrier(node, val, f"{k} in {where}")
+            return self._derived(val, x.slots, x.zero)  # training-mode dropout: random scaling keeps only 0
         if k in UNARY:
             if x is None or not isinstance(val, torch.Tensor) or tuple(val.shape) != tuple(env_shape(self.env[a[0]])):
                 return self._barrier(node, val, f"{k} in {where}")
@@ -398,8 +403,9 @@ class Analysis:
         for o in ops:
             inf = self._ainfo(o)
             if inf is not None:
-                if inf.slots.size != c or tuple(env_shape(self.env[o])) != tuple(val.shape):
-                    return self._barrier(node, val, f"{k} with broadcasting in {where}")
+                # same channels; other axes may broadcast (squeeze-and-excitation: [N, C, 1, 1] * [N, C, H, W])
+                if inf.slots.size != c or self.env[o].dim() != val.dim():
+                    return self._barrier(node, val, f"{k} with broadcasting over channels in {where}")
                 infos.append(inf)
                 consts.append(inf.const)
                 values.append(inf.value)
@@ -560,6 +566,12 @@ class Analysis:
         src = self.env[node.args[0]]
         if x is None or not isinstance(val, torch.Tensor) or val.dim() < 2 or val.shape[0] != src.shape[0]:
             return self._barrier(node, val, f"{k} in {where}")
+        size = node.args[1] if len(node.args) > 1 else None
+        if k in ("aten.view", "aten.reshape", "aten._unsafe_view") and isinstance(size, (list, tuple)) \
+                and len(size) > 1 and size[1] != -1:
+            # a size written into user code (view(n, 512, 1, 1)) would not follow a shrunk tensor
+            return self._barrier(node, val, f"reshape to a fixed channel count {list(size)} in {where}: the size "
+                                            "is written in user code")
         if val.shape[1] == src.shape[1]:
             return self._derived(val, x.slots, x.const)
         inner = int(np.prod(src.shape[2:])) if src.dim() > 2 else 1

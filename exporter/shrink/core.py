@@ -193,7 +193,13 @@ def verify(ref: nn.Module, shrunk: nn.Module, example_inputs: tuple, tol: float,
     worst, worst_x = 0.0, None
     with torch.no_grad():
         for x in batches:
-            e = _rel_err(ref(*x), shrunk(*x))
+            try:
+                y = shrunk(*x)
+            except Exception as ex:  # noqa: BLE001 - user code that hard-codes a channel count, etc.
+                msg = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
+                raise ShrinkParityError(f"the shrunk model no longer runs ({type(ex).__name__}: {msg}); "
+                                        "pass --no-shrink, or report the layer") from ex
+            e = _rel_err(ref(*x), y)
             if not e <= worst:
                 worst, worst_x = e, x
     passed = worst <= tol

@@ -332,6 +332,34 @@ def test_torch_pruning_disagreement_is_kept_not_passed_on(monkeypatch):
     assert "Torch-Pruning's coupling disagrees" in kept_reasons(res)
 
 
+def test_squeeze_excitation_with_a_size_written_in_user_code_is_kept():
+    class SE(nn.Module):
+        def __init__(self, hard_coded):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.f1 = nn.Linear(8, 4)
+            self.f2 = nn.Linear(4, 8)
+            self.b = nn.Conv2d(8, 4, 1)
+            self.hard_coded = hard_coded
+
+        def forward(self, x):
+            y = F.relu(self.a(x))
+            w = torch.sigmoid(self.f2(F.relu(self.f1(y.mean((2, 3))))))
+            w = w.view(x.size(0), 8, 1, 1) if self.hard_coded else w[:, :, None, None]
+            return self.b(y * w)
+
+    m = SE(True).eval()
+    kill(m.a, [1, 2])
+    res = check_exact(m)
+    assert res.model.a.out_channels == 8 and "fixed channel count" in kept_reasons(res)
+    m = SE(False).eval()
+    kill(m.a, [1, 2])
+    with torch.no_grad():
+        m.f2.bias[[1, 2]] = 0
+    res = check_exact(m)                    # channel-wise gating broadcast over positions: removed
+    assert res.model.a.out_channels == 6 and res.model.f2.out_features == 6
+
+
 # ------------------------------------------------------------------------------------------------
 # constant channels
 # ------------------------------------------------------------------------------------------------
