@@ -142,7 +142,7 @@ def _channel_stats(t: torch.Tensor):
     dims = [d for d in range(t.dim()) if d != 1]
     lo, hi = t.amin(dim=dims).double(), t.amax(dim=dims).double()
     scale = torch.maximum(lo.abs(), hi.abs()).clamp(min=1.0)
-    return ((hi - lo) <= 1e-6 * scale).numpy(), t.mean(dim=dims, dtype=torch.float64).numpy()
+    return ((hi - lo) <= 1e-6 * scale).cpu().numpy(), t.mean(dim=dims, dtype=torch.float64).cpu().numpy()
 
 
 class Analysis:
@@ -158,7 +158,7 @@ class Analysis:
             raise ShrinkError(f"cannot trace the model with torch.export to find its channels: {msg}") from e
         self.gm = ep.module()
         g = torch.Generator().manual_seed(seed)
-        self.inputs = tuple(torch.randn(x.shape, generator=g, dtype=x.dtype) if isinstance(x, torch.Tensor)
+        self.inputs = tuple(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device) if isinstance(x, torch.Tensor)
                             and x.is_floating_point() else x for x in example_inputs)
         self.uf = _UF()
         self.info: dict = {}
@@ -441,7 +441,7 @@ class Analysis:
         if training or mod is None:
             return self._barrier(node, val, f"BatchNorm in {where} (training mode or no module)")
         w = self.env[a[1]] if a[1] is not None else None
-        gamma0 = (w.detach() == 0).numpy() if w is not None else np.zeros(x.slots.size, bool)
+        gamma0 = (w.detach() == 0).cpu().numpy() if w is not None else np.zeros(x.slots.size, bool)
         for c, s in enumerate(x.slots):
             self._members.append((int(s), (mod, "bn", c)))
         return self._derived(val, x.slots, gamma0 | x.const)
@@ -466,7 +466,7 @@ class Analysis:
             padded = True
         cin, cout = x.slots.size, w.shape[0]
         if m.groups == 1:
-            nz = (w != 0).flatten(2).any(2).numpy()  # [M, C]
+            nz = (w != 0).flatten(2).any(2).cpu().numpy()  # [M, C]
             ok_in = x.zero | (x.const & (not padded))
             const = ~(nz & ~ok_in[None, :]).any(1)
             out = self._fresh(val, const=const)
@@ -478,7 +478,7 @@ class Analysis:
             self.mixing_nodes[mod] = node
             return out
         if m.groups == cin == cout and w.shape[1] == 1:
-            wz = (w == 0).flatten(1).all(1).numpy()
+            wz = (w == 0).flatten(1).all(1).cpu().numpy()
             const = wz | x.zero | (x.const & (not padded))
             for c, s in enumerate(x.slots):
                 self._members.append((int(s), (mod, "dw", c)))
@@ -493,7 +493,7 @@ class Analysis:
         if x is None or mod is None or self.env[a[0]].dim() != 2:
             return self._barrier(node, val, f"linear in {where} (not a 2-D nn.Linear)")
         w = self.modules[mod].weight.detach()
-        nz = (w != 0).numpy()
+        nz = (w != 0).cpu().numpy()
         const = ~(nz & ~x.const[None, :]).any(1)
         out = self._fresh(val, const=const)
         for j, s in enumerate(out.slots):
@@ -519,9 +519,9 @@ class Analysis:
         # (binarize(0) = +1, and padded taps add 0, so a binarized zero channel varies at the borders).
         zero_ok = kind == "adder" or not binarize
         ok_in = (x.zero if zero_ok else np.zeros_like(x.zero)) | (x.const & (not padded))
-        const = (scale_eff == 0).numpy() | bool(ok_in.all())
+        const = (scale_eff == 0).cpu().numpy() | bool(ok_in.all())
         out = self._fresh(val, const=const)
-        wz = (self.modules[mod].weight.detach() == 0).flatten(1).all(1).numpy()
+        wz = (self.modules[mod].weight.detach() == 0).flatten(1).all(1).cpu().numpy()
         for j, s in enumerate(out.slots):
             self._members.append((int(s), (mod, "out", j)))
             if kind == "adder" and wz[j] and not out.const[j]:

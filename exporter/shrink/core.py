@@ -129,7 +129,7 @@ def tolerance(model: nn.Module) -> float:
 # verification
 # ----------------------------------------------------------------------------------------------
 def _random_like(example_inputs, g):
-    return tuple(torch.randn(x.shape, generator=g, dtype=x.dtype) if isinstance(x, torch.Tensor) and
+    return tuple(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device) if isinstance(x, torch.Tensor) and
                  x.is_floating_point() else x for x in example_inputs)
 
 
