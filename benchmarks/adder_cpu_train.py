@@ -2,7 +2,7 @@
 
 Shape: ResNet-20 layer 1 (16 -> 16 channels, 3x3, padding 1, 32x32), batch 128 by default.
 Each implementation runs in its own process; peak memory is that process's peak RSS growth over
-the forward+backward (ru_maxrss), so nothing is estimated. Writes JSON (machine named) and prints it.
+one forward+backward at the full batch (ru_maxrss) after a batch-2 warm-up, so nothing is estimated. Writes JSON (machine named) and prints it.
 
     python benchmarks/adder_cpu_train.py [--batch 128] [--repeats 3] [--out benchmarks/results/adder_cpu_train.json]
 """
@@ -40,6 +40,9 @@ def child(impl: str, batch: int, repeats: int):
         from samples.addernet_resnet20 import adder2d
 
         layer = adder2d(16, 16, 3, stride=1, padding=1)
+    # Warm up at batch 2 so one-time library initialisation (thread pools, kernels) is not counted.
+    layer(torch.randn(2, 16, 32, 32, requires_grad=True)).backward(torch.randn(2, 16, 32, 32))
+    layer.zero_grad()
     x = torch.randn(batch, 16, 32, 32, requires_grad=True)
     g = torch.randn(batch, 16, 32, 32)
     base = _rss_now_kb()

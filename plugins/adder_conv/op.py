@@ -9,7 +9,8 @@ kernel, a CPU kernel, and AdderNet's training gradients:
 
 The CPU kernel never builds the N x M x (C kh kw) x L difference tensor of the research code: the
 forward is an L1 distance (``torch.cdist(p=1)``) between im2col patches and filters, the weight
-grad is a matmul identity, and the input grad is chunked over taps under a fixed memory budget.
+grad is a matmul identity, the input grad loops over filters, and everything runs in batch chunks
+whose im2col stays under a fixed memory budget.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from .._epilogue import apply_epilogue, epilogue_backward
 
 CONTRACT = load("adder_conv")
 DEFAULT_ETA = 0.2
-# Upper bound for the temporary of the chunked input-gradient loop.
-_CHUNK_BYTES = 64 * 1024 * 1024
+# Upper bound for the im2col of one batch chunk (forward and backward work chunk by chunk).
+_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def _out_hw(x_shape, w_shape, strides, pads, dilations):
@@ -40,22 +41,29 @@ def _unfold(x, w_shape, strides, pads, dilations):
     return xp.shape, cols
 
 
+def _batch_chunks(x, w_shape, strides, pads, dilations):
+    """Slices of the batch whose im2col fits the chunk budget: memory stays bounded at any batch."""
+    ho, wo = _out_hw(x.shape, w_shape, strides, pads, dilations)
+    per_sample = max(1, x.shape[1] * w_shape[2] * w_shape[3] * ho * wo * x.element_size())
+    step = max(1, _CHUNK_BYTES // per_sample)
+    return [slice(i, min(x.shape[0], i + step)) for i in range(0, x.shape[0], step)]
+
+
 def _adder_sum(x, w, strides, pads, dilations, group):
     """A = -sum |Xpad - W| over each filter's taps, shape [N, M, Ho, Wo]."""
-    n = x.shape[0]
-    m = w.shape[0]
+    n, m = x.shape[0], w.shape[0]
     ho, wo = _out_hw(x.shape, w.shape, strides, pads, dilations)
-    _, cols = _unfold(x, w.shape, strides, pads, dilations)
-    k = cols.shape[1] // group
     mg = m // group
-    outs = []
-    for g in range(group):
-        patches = cols[:, g * k:(g + 1) * k, :].transpose(1, 2)  # [N, L, K]
-        filters = w[g * mg:(g + 1) * mg].reshape(mg, k)
-        dist = torch.cdist(patches.contiguous(), filters.unsqueeze(0).expand(n, mg, k).contiguous(), p=1.0)
-        outs.append(dist.transpose(1, 2))  # [N, Mg, L]
-    acc = torch.cat(outs, dim=1) if group > 1 else outs[0]
-    return (-acc).reshape(n, m, ho, wo)
+    out = x.new_empty((n, m, ho * wo))
+    for b in _batch_chunks(x, w.shape, strides, pads, dilations):
+        _, cols = _unfold(x[b], w.shape, strides, pads, dilations)
+        k = cols.shape[1] // group
+        nb = cols.shape[0]
+        for g in range(group):
+            patches = cols[:, g * k:(g + 1) * k, :].transpose(1, 2)  # [B, L, K]
+            filters = w[g * mg:(g + 1) * mg].reshape(1, mg, k).expand(nb, mg, k)
+            out[b, g * mg:(g + 1) * mg] = torch.cdist(patches, filters, p=1.0).transpose(1, 2)
+    return out.neg_().reshape(n, m, ho, wo)
 
 
 def _check(x, w, scale, shift, strides, pads, dilations, group, activation):
@@ -91,48 +99,38 @@ def _setup_context(ctx, inputs, output):
     ctx.conf = (strides, pads, dilations, group, activation, eta)
 
 
-def adder_input_grad(x, w, grad_acc, strides, pads, dilations, group):
-    """dX = fold( sum_m HardTanh(W - Xcols) * gradA ), chunked over taps; padded taps dropped."""
-    n, c, h, wd = x.shape
-    m = w.shape[0]
-    xp_shape, cols = _unfold(x, w.shape, strides, pads, dilations)
-    L = cols.shape[2]
-    k = cols.shape[1] // group
+def adder_grads(x, w, grad_acc, strides, pads, dilations, group, eta, need_x=True, need_w=True):
+    """AdderNet's gradients, one batch chunk at a time (im2col computed once per chunk):
+    dX = fold( sum_m HardTanh(W - Xcols) * gradA )   (padded taps dropped)
+    dW = sum_{n,l} (Xcols - W) * gradA = gradA @ Xcols^T - W * sum gradA, then the adaptive scale."""
+    n, m = x.shape[0], w.shape[0]
     mg = m // group
-    g_flat = grad_acc.reshape(n, m, L)
-    gcols = torch.empty_like(cols)
-    per_tap = max(1, n * mg * L * cols.element_size())
-    chunk = max(1, min(k, _CHUNK_BYTES // per_tap))
-    for g in range(group):
-        wg = w[g * mg:(g + 1) * mg].reshape(mg, k)
-        gg = g_flat[:, g * mg:(g + 1) * mg, :]  # [N, Mg, L]
-        for t0 in range(0, k, chunk):
-            t1 = min(k, t0 + chunk)
-            xc = cols[:, g * k + t0:g * k + t1, :]  # [N, T, L]
-            ht = (wg[None, :, t0:t1, None] - xc[:, None, :, :]).clamp_(-1.0, 1.0)  # [N, Mg, T, L]
-            gcols[:, g * k + t0:g * k + t1, :] = torch.einsum("nmtl,nml->ntl", ht, gg)
-    gxp = F.fold(gcols, xp_shape[2:], (w.shape[2], w.shape[3]), dilation=tuple(dilations), stride=tuple(strides))
-    return gxp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd]
-
-
-def adder_weight_grad(x, w, grad_acc, strides, pads, dilations, group, eta):
-    """dW = sum_{n,l} (Xcols - W) * gradA  =  gradA @ Xcols^T - W * sum gradA; then adaptive scale."""
-    n = x.shape[0]
-    m = w.shape[0]
-    _, cols = _unfold(x, w.shape, strides, pads, dilations)
-    k = cols.shape[1] // group
-    mg = m // group
-    g_flat = grad_acc.reshape(n, m, -1)
-    parts = []
-    for g in range(group):
-        gg = g_flat[:, g * mg:(g + 1) * mg, :]
-        xc = cols[:, g * k:(g + 1) * k, :]
-        wg = w[g * mg:(g + 1) * mg].reshape(mg, k)
-        parts.append(torch.einsum("nml,nkl->mk", gg, xc) - wg * gg.sum(dim=(0, 2))[:, None])
-    gw = torch.cat(parts, 0).reshape(w.shape)
-    if eta > 0:
-        gw = gw * (eta * math.sqrt(w.numel()) / gw.norm(p=2).clamp(min=1e-12))
-    return gw
+    gx = torch.zeros_like(x) if need_x else None
+    gw = torch.zeros(m, w[0].numel(), dtype=x.dtype) if need_w else None
+    g_all = grad_acc.reshape(n, m, -1)
+    for b in _batch_chunks(x, w.shape, strides, pads, dilations):
+        xp_shape, cols = _unfold(x[b], w.shape, strides, pads, dilations)
+        k = cols.shape[1] // group
+        gcols = torch.zeros_like(cols) if need_x else None
+        for g in range(group):
+            wg = w[g * mg:(g + 1) * mg].reshape(mg, k)
+            gg = g_all[b, g * mg:(g + 1) * mg, :]  # [B, Mg, L]
+            xc = cols[:, g * k:(g + 1) * k, :]    # [B, K, L]
+            if need_w:
+                gw[g * mg:(g + 1) * mg] += torch.bmm(gg, xc.transpose(1, 2)).sum(0) - wg * gg.sum(dim=(0, 2))[:, None]
+            if need_x:
+                acc = gcols[:, g * k:(g + 1) * k, :]
+                for j in range(mg):  # one filter at a time: temporaries stay [B, K, L]
+                    t = torch.sub(wg[j].view(1, k, 1), xc).clamp_(-1.0, 1.0)
+                    acc.addcmul_(t, gg[:, j:j + 1, :])
+        if need_x:
+            gxp = F.fold(gcols, xp_shape[2:], (w.shape[2], w.shape[3]), dilation=tuple(dilations), stride=tuple(strides))
+            gx[b] = gxp[:, :, pads[0]:pads[0] + x.shape[2], pads[1]:pads[1] + x.shape[3]]
+    if need_w:
+        gw = gw.reshape(w.shape)
+        if eta > 0:
+            gw = gw * (eta * math.sqrt(w.numel()) / gw.norm(p=2).clamp(min=1e-12))
+    return gx, gw
 
 
 def _backward(ctx, grad_y):
@@ -150,8 +148,8 @@ def _backward(ctx, grad_y):
     if cuda is not None:
         gx, gw = cuda
         return gx, gw, grad_scale, grad_shift, None, None, None, None, None, None
-    gx = adder_input_grad(x, w.to(x.dtype), grad_acc, strides, pads, dilations, group) if need_x else None
-    gw = adder_weight_grad(x, w.to(x.dtype), grad_acc, strides, pads, dilations, group, eta).to(w.dtype) if need_w else None
+    gx, gw = adder_grads(x, w.to(x.dtype), grad_acc, strides, pads, dilations, group, eta, need_x, need_w)
+    gw = gw.to(w.dtype) if gw is not None else None
     return gx, gw, grad_scale, grad_shift, None, None, None, None, None, None
 
 
