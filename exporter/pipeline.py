@@ -1,4 +1,4 @@
-"""The export pipeline: load -> shrink -> convert -> export -> verify -> (build) -> report.
+"""The export pipeline: load -> convert -> shrink -> export -> verify -> (build) -> report.
 
 Each step is a plain function from the modules beside this one; this file only orders them, times
 them, reports progress on stderr and collects the report. Artifacts are staged and moved into the
@@ -110,7 +110,7 @@ def _input_shape_of_program(ep) -> tuple[int, ...] | None:
 
 
 def prepare(opts: ExportOptions, steps: Steps):
-    """load + shrink + convert: returns (reference model, deployable model or program, example, report)."""
+    """load + convert + shrink: returns (reference model, deployable model or program, example, report)."""
     from .convert import convert_research_layers, pack_for_deployment
     from .load import load_model
 
@@ -137,17 +137,17 @@ def prepare(opts: ExportOptions, steps: Steps):
 
     user_model = loaded.module
     _dry_run(user_model, x)
-    model = user_model
+    # Convert first, so research layers (adder2d, Conv2d_Q) are shrunk as the cmc operators they are.
+    with steps("convert"):
+        model, converted = convert_research_layers(user_model)
+        report["converted"] = converted
+        log(f"    converted {len(converted)} research layer(s)")
     with steps("shrink"):
-        report["shrink"] = _maybe_shrink(opts, user_model, x)
+        report["shrink"] = _maybe_shrink(opts, model, x)
         if report["shrink"].get("model") is not None:
             model = report["shrink"].pop("model")
-    with steps("convert"):
-        converted_model, converted = convert_research_layers(model)
-        report["converted"] = converted
-        deploy = pack_for_deployment(converted_model).eval()
-        _dry_run(deploy, x)
-        log(f"    converted {len(converted)} research layer(s)")
+    deploy = pack_for_deployment(model).eval()
+    _dry_run(deploy, x)
     return user_model, deploy, x, report
 
 
