@@ -31,10 +31,15 @@ KERNEL_SOURCES = (
 
 
 def trt_plugins_dir() -> Path:
+    """CMC_TRT_PLUGINS_DIR, else ../../trt_plugins from this file (the repository, or the installed
+    package's cmc/trt_plugins data), else ./trt_plugins."""
     env = os.environ.get("CMC_TRT_PLUGINS_DIR")
     if env:
         return Path(env)
-    return _HERE.parents[1] / "trt_plugins"  # the repository layout: plugins/_cuda -> trt_plugins
+    for cand in (_HERE.parents[1] / "trt_plugins", Path.cwd() / "trt_plugins"):
+        if (cand / "common" / "cmc_kernels.h").is_file():
+            return cand
+    return _HERE.parents[1] / "trt_plugins"
 
 
 def kernel_sources() -> tuple[list[Path], Path]:
