@@ -8,7 +8,7 @@ reuse the build. Nothing is built at import time.
 
 Environment:
     CMC_DISABLE_CUDA_KERNELS=1   never load (the ops then run their reference implementations)
-    CMC_TRT_PLUGINS_DIR=<dir>    where trt_plugins/ lives when not beside this package's repo
+    CMC_TRT_PLUGINS_DIR=<dir>    where trt_plugins/ lives (default: cmc.plugins.sources decides)
     CMC_CUDA_KERNELS_VERBOSE=1   show the compiler output
 """
 from __future__ import annotations
@@ -31,15 +31,11 @@ KERNEL_SOURCES = (
 
 
 def trt_plugins_dir() -> Path:
-    """CMC_TRT_PLUGINS_DIR, else ../../trt_plugins from this file (the repository, or the installed
-    package's cmc/trt_plugins data), else ./trt_plugins."""
-    env = os.environ.get("CMC_TRT_PLUGINS_DIR")
-    if env:
-        return Path(env)
-    for cand in (_HERE.parents[1] / "trt_plugins", Path.cwd() / "trt_plugins"):
-        if (cand / "common" / "cmc_kernels.h").is_file():
-            return cand
-    return _HERE.parents[1] / "trt_plugins"
+    """The trt_plugins/ sources, from the project's one locator (cmc.plugins.sources):
+    $CMC_TRT_PLUGINS_DIR, else the cmc.trt_plugins data package (checkout or installed copy)."""
+    from ..sources import trt_plugins_dir as locate
+
+    return locate()
 
 
 def kernel_sources() -> tuple[list[Path], Path]:
