@@ -83,6 +83,10 @@ def adder_conv(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, shift: tor
                strides: list[int], pads: list[int], dilations: list[int], group: int,
                activation: int, eta: float) -> torch.Tensor:
     _check(x, w, scale, shift, strides, pads, dilations, group, activation)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # The CPU path accumulates in float32 (as the contract's fp16 tolerance assumes) and rounds once.
+        acc = _adder_sum(x.float(), w.float(), strides, pads, dilations, group)
+        return apply_epilogue(acc, scale, shift, activation).to(x.dtype)
     acc = _adder_sum(x, w.to(x.dtype), strides, pads, dilations, group)
     return apply_epilogue(acc, scale, shift, activation)
 

@@ -29,9 +29,10 @@ def pack_weights(w: torch.Tensor) -> torch.Tensor:
     """float [M, Cg, kh, kw] -> int32 [M, kh, kw, ceil(Cg/32)] (contract layout, LSB first)."""
     m, cg, kh, kw = w.shape
     nw = words_per_tap(cg)
-    bits = torch.zeros(m, kh, kw, nw * WORD_BITS, dtype=torch.int64)
+    bits = torch.zeros(m, kh, kw, nw * WORD_BITS, dtype=torch.int64, device=w.device)
     bits[..., :cg] = (w.detach().permute(0, 2, 3, 1) >= 0).to(torch.int64)
-    words = (bits.view(m, kh, kw, nw, WORD_BITS) * torch.tensor(_BIT_VALUES, dtype=torch.int64)).sum(-1)
+    values = torch.tensor(_BIT_VALUES, dtype=torch.int64, device=w.device)
+    words = (bits.view(m, kh, kw, nw, WORD_BITS) * values).sum(-1)
     # Reinterpret the unsigned 32-bit words as int32 (two's complement).
     return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
 

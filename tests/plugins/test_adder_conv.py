@@ -60,6 +60,14 @@ def test_onnx_function_body_float16_within_contract_tolerance():
     assert _rel(y, ref) <= CONTRACT.tol("float16")
 
 
+def test_torch_op_float16_on_cpu_within_contract_tolerance():
+    x, w, scale, shift, a = _case(*GRID[2])
+    y = adder_conv(x.half(), w.half(), scale, shift, a["strides"], a["pads"], a["dilations"], a["group"], a["activation"], 0.2)
+    assert y.dtype == torch.float16
+    ref = reference(x.half().numpy(), w.half().numpy(), scale.numpy(), shift.numpy(), **a)
+    assert _rel(y.float().numpy(), ref) <= CONTRACT.tol("float16")
+
+
 def test_padded_taps_contribute_abs_w():
     # A zero input: every tap (real or padded) sees x = 0, so the output is -sum|w| everywhere,
     # including at the borders where taps fall into the padding.
