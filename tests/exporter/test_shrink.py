@@ -399,6 +399,7 @@ def test_constant_channel_folded_exactly_into_unpadded_conv_and_linear(k2, pad2)
         m.bn.bias[[0, 3]] = torch.tensor([0.7, 0.4])
         m.bn.running_mean[[0, 3]] = 0
         m.b.weight[1] = 0                            # b[1] outputs its bias: constant -> folded into fc
+        m.b.bias[1] = 0.5                            # positive, so the ReLU keeps it constant (not dead)
     res = check_exact(m)
     assert res.model.a.out_channels == 6 and res.model.b.out_channels == 5
     folded = {(f["into"], f["from"]) for f in res.report["folded"]}
