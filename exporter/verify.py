@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import torch
 
-from cmc.plugins.registry import OPERATORS, by_op_type
+from cmc.plugins.registry import by_op_type
 
 from .backend.torch_runner import TorchRunner
 from .onnx_export import DOMAIN, module_path

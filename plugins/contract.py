@@ -96,3 +96,39 @@ def load(op_folder: str) -> Contract:
 
 def conv_output_size(size: int, k: int, stride: int, pad_begin: int, pad_end: int, dilation: int) -> int:
     return (size + pad_begin + pad_end - dilation * (k - 1) - 1) // stride + 1
+
+
+def reference_conv(x, w, scale, shift, attrs: dict, tap):
+    """The loop every conv-shaped reference shares, in float64: zero-pad X, visit every
+    (output channel, input channel, kernel tap) with the strided input patch it reads, accumulate
+    ``tap(patch, weight)``, then the epilogue act(scale * acc + shift).
+
+    ``x`` is [N, C, H, W] (already binarized where the op says so), ``w`` [M, C/group, kh, kw] float64,
+    ``attrs`` normalised by the contract. Padded taps read 0: what that contributes is ``tap``'s business.
+    """
+    import numpy as np
+
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    if list(attrs["kernel_shape"]) != [kh, kw]:
+        raise ValueError(f"kernel_shape {attrs['kernel_shape']} does not match W {list(w.shape)}")
+    g = attrs["group"]
+    if c % g or m % g or c // g != cg:
+        raise ValueError(f"X has {c} channels, W {list(w.shape)}, group {g}: inconsistent")
+    (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
+    pt, pl, pb, pr = attrs["pads"]
+    ho = conv_output_size(h, kh, sh, pt, pb, dh)
+    wo = conv_output_size(wd, kw, sw, pl, pr, dw)
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    acc = np.zeros((n, m, ho, wo))
+    mg = m // g
+    for oc in range(m):
+        grp = oc // mg
+        for ci in range(cg):
+            for p in range(kh):
+                for q in range(kw):
+                    patch = xp[:, grp * cg + ci, p * dh: p * dh + sh * (ho - 1) + 1: sh,
+                               q * dw: q * dw + sw * (wo - 1) + 1: sw]
+                    acc[:, oc] += tap(patch, w[oc, ci, p, q])
+    y = acc * np.asarray(scale, np.float64).reshape(1, m, 1, 1) + np.asarray(shift, np.float64).reshape(1, m, 1, 1)
+    return np.maximum(y, 0.0) if attrs["activation"] == 1 else y

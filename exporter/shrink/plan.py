@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn

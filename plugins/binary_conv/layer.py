@@ -1,16 +1,14 @@
 """BinaryConv2d: +-1 weights (alpha-scaled per output channel) and, optionally, +-1 activations."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from .._conv_args import onnx_pads, pair
+from .._conv_args import ConvShapedLayer
 from .op import binary_conv, binary_conv_train, pack_weights
 
 
-class BinaryConv2d(nn.Module):
+class BinaryConv2d(ConvShapedLayer):
     """y = alpha[m] * conv(binarize(x), binarize(w)) (+ bias), alpha = mean |w| over each filter.
 
     ``binarize_input=False`` keeps a float input (binary weights only). ``use_alpha=False`` drops
@@ -19,23 +17,9 @@ class BinaryConv2d(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=False, binarize_input=True, use_alpha=True):
-        super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"channels {in_channels}->{out_channels} not divisible by groups={groups}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = tuple(pair(kernel_size, "kernel_size"))
-        self.stride = tuple(pair(stride, "stride"))
-        self.pads = tuple(onnx_pads(padding))
-        self.dilation = tuple(pair(dilation, "dilation"))
-        self.groups = groups
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self.binarize_input = bool(binarize_input)
         self.use_alpha = bool(use_alpha)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.register_buffer("scale", torch.ones(out_channels))
-        self.register_buffer("shift", torch.zeros(out_channels))
-        self.activation = 0
 
     def alpha(self) -> torch.Tensor:
         if not self.use_alpha:
@@ -50,16 +34,14 @@ class BinaryConv2d(nn.Module):
 
     def forward(self, x):
         scale, shift = self.epilogue()
-        return binary_conv_train(x, self.weight, scale, shift, list(self.stride), list(self.pads),
-                                 list(self.dilation), self.groups, int(self.binarize_input), self.activation)
+        return binary_conv_train(x, self.weight, scale, shift, *self.geometry(), int(self.binarize_input),
+                                 self.activation)
 
     def to_packed(self) -> "PackedBinaryConv2d":
         return PackedBinaryConv2d(self)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"pads={self.pads}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
-                f"binarize_input={self.binarize_input}, use_alpha={self.use_alpha}")
+        return super().extra_repr() + f", binarize_input={self.binarize_input}, use_alpha={self.use_alpha}"
 
 
 class PackedBinaryConv2d(nn.Module):

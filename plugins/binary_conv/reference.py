@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..contract import conv_output_size, load
+from ..contract import load, reference_conv
 
 CONTRACT = load("binary_conv")
 WORD_BITS = 32
@@ -50,33 +50,9 @@ def unpack_weights(packed, c_per_group: int) -> np.ndarray:
 def reference(x, w_packed, scale, shift, **attrs) -> np.ndarray:
     a = CONTRACT.normalize(attrs)
     x = np.asarray(x, dtype=np.float64)
-    n, c, h, wd = x.shape
-    g = a["group"]
-    if c % g:
-        raise ValueError(f"X has {c} channels, not divisible by group {g}")
-    cg = c // g
-    w = unpack_weights(w_packed, cg)
-    m, _, kh, kw = w.shape
-    if list(a["kernel_shape"]) != [kh, kw] or m % g:
-        raise ValueError("BinaryConv: kernel_shape / group inconsistent with W_packed")
+    if x.shape[1] % a["group"]:
+        raise ValueError(f"X has {x.shape[1]} channels, not divisible by group {a['group']}")
+    w = unpack_weights(w_packed, x.shape[1] // a["group"])
     xb = binarize(x) if a["binarize_input"] else x
-    (sh, sw), (dh, dw) = a["strides"], a["dilations"]
-    pt, pl, pb, pr = a["pads"]
-    ho = conv_output_size(h, kh, sh, pt, pb, dh)
-    wo = conv_output_size(wd, kw, sw, pl, pr, dw)
-    # Padding after binarization: padded taps are 0 and add nothing.
-    xp = np.pad(xb, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    acc = np.zeros((n, m, ho, wo))
-    mg = m // g
-    for oc in range(m):
-        grp = oc // mg
-        for ci in range(cg):
-            for p in range(kh):
-                for q in range(kw):
-                    patch = xp[:, grp * cg + ci, p * dh: p * dh + sh * (ho - 1) + 1: sh,
-                               q * dw: q * dw + sw * (wo - 1) + 1: sw]
-                    acc[:, oc] += patch * w[oc, ci, p, q]
-    y = acc * np.asarray(scale, np.float64).reshape(1, m, 1, 1) + np.asarray(shift, np.float64).reshape(1, m, 1, 1)
-    if a["activation"] == 1:
-        y = np.maximum(y, 0.0)
-    return y
+    # Padding after binarization: padded taps read 0 and add nothing.
+    return reference_conv(xb, w, scale, shift, a, lambda patch, wv: patch * wv)
