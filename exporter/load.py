@@ -168,8 +168,21 @@ def _read_checkpoint(p: Path, allow_pickle: bool):
         raise CmcError(f"{p.name}: unpickling failed ({type(e).__name__}: {_first_line(e)})") from e
 
 
+# Keys checkpoints carry that are not model state: thop's profiling buffers, and BatchNorm's
+# num_batches_tracked which checkpoints from before PyTorch 0.4.1 lack.
+_PROFILER_SUFFIXES = ("total_ops", "total_params")
+
+
 def _load_into(model: nn.Module, sd: dict, notes: list[str]):
     own = model.state_dict()
+    extra = [k for k in sd if k not in own and k.rsplit(".", 1)[-1] in _PROFILER_SUFFIXES]
+    if extra:
+        notes.append(f"checkpoint: ignored {len(extra)} profiler buffer(s) (thop total_ops/total_params)")
+        sd = {k: v for k, v in sd.items() if k not in extra}
+    absent_nbt = [k for k in own if k.endswith("num_batches_tracked") and k not in sd]
+    if absent_nbt:
+        notes.append(f"checkpoint: {len(absent_nbt)} BatchNorm num_batches_tracked missing (old checkpoint); kept the model's")
+        sd = dict(sd, **{k: own[k] for k in absent_nbt})
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected:

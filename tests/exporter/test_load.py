@@ -46,3 +46,13 @@ def test_parse_shape(text, ok):
     else:
         with pytest.raises(CmcError):
             parse_shape(text)
+
+
+def test_profiler_buffers_and_old_batchnorm_keys_are_tolerated(tmp_path, in_repo_root):
+    sd = dict(user_models.tiny_adder().state_dict())
+    sd["conv1.total_ops"] = torch.zeros(1)
+    sd["total_params"] = torch.zeros(1)
+    del sd["bn1.num_batches_tracked"]
+    torch.save(sd, tmp_path / "c.pth")
+    loaded = load_model(tmp_path / "c.pth", ARCH)
+    assert any("thop" in n for n in loaded.notes) and any("num_batches_tracked" in n for n in loaded.notes)
