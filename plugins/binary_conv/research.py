@@ -39,8 +39,8 @@ def recognise(module: nn.Module):
     a_bits, w_bits = int(aq.A), int(wq.W)
     if w_bits not in (2, 32) or a_bits not in (2, 32):
         raise ValueError(f"{type(module).__name__}: A={a_bits}, W={w_bits} (ternary or other widths) has no cmc operator")
-    if module.padding_mode != "zeros" and isinstance(module.padding, str):
-        raise ValueError(f"{type(module).__name__}: padding {module.padding!r} is not supported")
+    # The research forward calls F.conv2d itself, so padding_mode is ignored and padding is zeros.
+    pads = _explicit_pads(module)
     w = module.weight.detach()
     binarize_input = a_bits == 2
     prefix = [] if binarize_input else [nn.ReLU(inplace=True)]
@@ -57,9 +57,8 @@ def recognise(module: nn.Module):
         _copy_conv(layer, torch.sign(w) * alpha, module.bias)
         kind = "float conv (weights contain exact zeros: torch.sign(0)=0 is not +-1)"
     else:
-        pads = module.padding if isinstance(module.padding, (tuple, list)) else (module.padding,) * 2
         layer = BinaryConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                             tuple(pads), module.dilation, module.groups, module.bias is not None,
+                             pads, module.dilation, module.groups, module.bias is not None,
                              binarize_input=binarize_input, use_alpha=True)
         with torch.no_grad():
             layer.weight.copy_(w)
@@ -76,6 +75,18 @@ def recognise(module: nn.Module):
     if note:
         desc += f"; note: {note}"
     return out, desc
+
+
+def _explicit_pads(conv: nn.Conv2d) -> list[int]:
+    """ONNX-order pads [top, left, bottom, right] of what F.conv2d does with conv.padding
+    ('valid' = none; 'same' puts the odd extra row/column at the bottom/right, as PyTorch does)."""
+    if conv.padding == "valid":
+        return [0, 0, 0, 0]
+    if conv.padding == "same":
+        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        return [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]
+    ph, pw = conv.padding
+    return [ph, pw, ph, pw]
 
 
 class TorchSign(nn.Module):

@@ -69,3 +69,15 @@ def test_original_model_is_untouched():
     m = user_models.tiny_adder()
     convert_research_layers(m)
     assert isinstance(m.add1, adder2d)
+
+
+@pytest.mark.parametrize("padding,k,d", [("same", 4, 1), ("same", 3, 2), ("valid", 3, 1), ((2, 1), 3, 1)])
+def test_bnn_string_and_pair_padding(padding, k, d):
+    from samples.bnn_nin import Conv2d_Q
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(Conv2d_Q(8, 6, k, padding=padding, dilation=d)).eval()
+    converted, _ = convert_research_layers(m)
+    assert isinstance(converted[0], BinaryConv2d)
+    x = torch.randn(2, 8, 9, 9)
+    assert _same(pack_for_deployment(converted)(x), m(x), 1e-5)
