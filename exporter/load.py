@@ -16,7 +16,6 @@ import math
 import os
 import pickle
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,9 +148,7 @@ def _first_line(e: Exception) -> str:
 
 
 def _read_checkpoint(p: Path, allow_pickle: bool):
-    if not zipfile.is_zipfile(p):
-        # Legacy (non-zip) torch.save files and raw pickles still go through the safe loader.
-        pass
+    # Zip (torch.save) and legacy files alike go through the safe loader first.
     try:
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -160,8 +157,8 @@ def _read_checkpoint(p: Path, allow_pickle: bool):
         if not allow_pickle:
             raise CmcError(f"{p.name} contains pickled Python objects (e.g. a whole nn.Module); loading it would run "
                            "code from the file — pass --allow-pickle if you trust it, or save model.state_dict() instead") from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise CmcError(f"{p.name}: not a readable PyTorch checkpoint ({_first_line(e)})") from e
+    except Exception as e:  # garbage bytes make the unpickler fail in any number of ways
+        raise CmcError(f"{p.name}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from e
     try:
         return torch.load(str(p), map_location="cpu", weights_only=False)
     except Exception as e:

@@ -1,6 +1,7 @@
 """Bad input: a one-line error, a non-zero exit code, and nothing in the output folder."""
 import os
 import pickle
+import random
 import zipfile
 
 import pytest
@@ -22,7 +23,9 @@ def _cases(tmp):
     """(id, argv) pairs; each must fail cleanly."""
     good = _sd(tmp / "good.pth")
     corrupt = tmp / "corrupt.pth"
-    corrupt.write_bytes(os.urandom(4096))
+    corrupt.write_bytes(os.urandom(4096))  # different garbage on every run: any of it must fail cleanly
+    for i, seed in enumerate(range(20)):
+        (tmp / f"garbage{i}.pth").write_bytes(random.Random(seed).randbytes(512 + 97 * i))
     empty = tmp / "empty.pth"
     empty.write_bytes(b"")
     truncated = tmp / "truncated.pth"
@@ -49,6 +52,7 @@ def _cases(tmp):
         ("missing file", [str(tmp / "nope.pth"), "--arch", TINY]),
         ("empty file", [str(empty), "--arch", TINY]),
         ("corrupt file", [str(corrupt), "--arch", TINY]),
+        *[(f"garbage bytes {i}", [str(tmp / f"garbage{i}.pth"), "--arch", TINY]) for i in range(20)],
         ("truncated checkpoint", [str(truncated), "--arch", TINY]),
         ("not a state_dict", [str(not_ckpt), "--arch", TINY]),
         ("state_dict without --arch", [good]),
