@@ -38,7 +38,10 @@ def recognise(module: nn.Module):
         raise ValueError(f"{type(module).__name__}: quantizers lack the A / W bit-width attributes")
     a_bits, w_bits = int(aq.A), int(wq.W)
     if w_bits not in (2, 32) or a_bits not in (2, 32):
-        raise ValueError(f"{type(module).__name__}: A={a_bits}, W={w_bits} (ternary or other widths) has no cmc operator")
+        # No cmc operator for this width (ternary, ...): export the user's own forward, traced to
+        # standard ops, which computes exactly what their model computes.
+        return module, (f"kept as standard ops: A={a_bits}, W={w_bits} (ternary or other widths) "
+                        "has no cmc operator")
     # The research forward calls F.conv2d itself, so padding_mode is ignored and padding is zeros.
     pads = _explicit_pads(module)
     w = module.weight.detach()

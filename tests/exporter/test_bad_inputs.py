@@ -44,7 +44,6 @@ def _cases(tmp):
     bad_pt2 = tmp / "bad.pt2"
     with zipfile.ZipFile(bad_pt2, "w") as z:
         z.writestr("junk.txt", "not a program")
-    ternary = _sd(tmp / "ternary.pth", user_models.tiny_ternary())
     bnn = _sd(tmp / "bnn.pth", user_models.tiny_bnn())
     a_file = tmp / "a_file"
     a_file.write_text("x")
@@ -68,7 +67,6 @@ def _cases(tmp):
         ("NaN weights", [nan_path, "--arch", TINY]),
         ("pickle without opt-in", [str(pickled), "--arch", TINY]),
         ("corrupt .pt2", [str(bad_pt2)]),
-        ("ternary layer (no cmc operator)", [ternary, "--arch", "tests.exporter.user_models:tiny_ternary"]),
         ("look-alike layer that does not fit", [_sd(tmp / "broken.pth", user_models.broken_adder()), "--arch", "tests.exporter.user_models:broken_adder"]),
         ("model returns a dict", [_sd(tmp / "dict.pth", user_models.returns_dict()), "--arch", "tests.exporter.user_models:returns_dict"]),
         ("output path is a file", [bnn, "--arch", "tests.exporter.user_models:tiny_bnn", "-o", str(a_file)]),

@@ -55,9 +55,12 @@ def test_exact_zero_weights_stay_float_and_exact():
     assert _same(converted(x), m(x), 1e-5)
 
 
-def test_ternary_is_refused_with_the_reason():
-    with pytest.raises(CmcError, match="W=3"):
-        convert_research_layers(user_models.tiny_ternary())
+def test_ternary_is_kept_as_the_users_own_ops_and_reported():
+    m = user_models.tiny_ternary()
+    converted, info = convert_research_layers(m)
+    assert type(converted.q1) is type(m.q1) and "kept as standard ops" in info[0]["to"] and "W=3" in info[0]["to"]
+    x = torch.randn(2, 3, 8, 8)
+    assert _same(converted(x), m(x), 1e-6)
 
 
 def test_lookalike_that_does_not_fit_is_refused():
