@@ -128,3 +128,24 @@ def test_layer_without_cmc_operator_exports_as_the_users_own_ops(tmp_path, in_re
     report = json.loads((out / "report.json").read_text())
     assert report["parity"]["passed"] and report["export"]["custom_nodes"] == {}
     assert all("kept as standard ops" in c["to"] for c in report["converted"])
+
+
+def test_general_case_odd_channels_split_concat_two_outputs(tmp_path, in_repo_root):
+    from tests.exporter import user_models
+
+    model = user_models.odd_split_concat()
+    path = tmp_path / "odd.pth"
+    torch.save(torch.nn.DataParallel(model).state_dict(), path)
+    out = tmp_path / "o"
+    assert main([str(path), "--arch", "tests.exporter.user_models:odd_split_concat", "--input-shape", "1x3x12x12",
+                 "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["export"]["custom_nodes"] == {"AdderConv": 2, "BinaryConv": 1}
+    sess = ort.InferenceSession(str(out / "odd.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(4, 3, 12, 12)
+    with torch.no_grad():
+        refs = model(x)
+    outs = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    assert len(outs) == 2
+    for got, ref in zip(outs, refs):
+        assert np.abs(got - ref.numpy()).max() <= 2e-3 * np.abs(ref.numpy()).max()

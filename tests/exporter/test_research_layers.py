@@ -84,3 +84,19 @@ def test_bnn_string_and_pair_padding(padding, k, d):
     assert isinstance(converted[0], BinaryConv2d)
     x = torch.randn(2, 8, 9, 9)
     assert _same(pack_for_deployment(converted)(x), m(x), 1e-5)
+
+
+def test_relu_before_binary_layer_keeps_torch_sign_semantics():
+    """After a ReLU half the inputs are exactly 0: torch.sign gives 0 there, binarize would give +1."""
+    from samples.bnn_nin import Conv2d_Q
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), Conv2d_Q(8, 6, 3, padding=1)).eval()
+    x = torch.randn(2, 3, 9, 9)
+    converted, info = convert_research_layers(m, x)
+    assert isinstance(converted[2], torch.nn.Sequential) and converted[2][1].binarize_input is False
+    assert "Sign + BinaryConv" in info[0]["to"]
+    assert _same(pack_for_deployment(converted)(x), m(x), 1e-5)
+    # Without the calibration facts the plain BinaryConv is chosen, and it is measurably different here.
+    blind, _ = convert_research_layers(m)
+    assert not _same(blind(x), m(x), 1e-3)

@@ -116,3 +116,35 @@ class FixedBatch(nn.Module):
 
 def fixed_batch():
     return FixedBatch()
+
+
+class OddSplitConcat(nn.Module):
+    """Odd channel counts, a split whose halves are rejoined in reverse order, a concat with a binary
+    branch, and two outputs: the general case, written with the research layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 13, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(13)
+        self.add_a = adder2d(6, 7, kernel_size=3, stride=1, padding=1, bias=True)
+        self.bn_a = nn.BatchNorm2d(7)
+        self.bin_b = Conv2d_Q(7, 9, 3, padding=1, A=2, W=2)
+        self.bn_b = nn.BatchNorm2d(9)
+        self.add_c = adder2d(16, 5, kernel_size=1, stride=2, padding=0)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn0(self.stem(x)))
+        a, b = torch.split(x, [6, 7], dim=1)
+        a = torch.relu(self.bn_a(self.add_a(a.contiguous())))  # the research unfold needs contiguous input
+        b = self.bn_b(self.bin_b(b))
+        y = torch.cat([b, a], dim=1)
+        z = self.add_c(y.contiguous())
+        return self.head(z.mean(dim=(2, 3))), z
+
+
+def odd_split_concat():
+    from samples.make_checkpoints import calibrate
+
+    torch.manual_seed(0)
+    return calibrate(OddSplitConcat(), shape=(3, 12, 12))
