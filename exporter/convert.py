@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 
+import torch
+
 from torch import nn
 
 from cmc.plugins.registry import OPERATORS
@@ -15,7 +17,30 @@ from cmc.plugins.registry import OPERATORS
 from .errors import CmcError
 
 
-def convert_research_layers(model: nn.Module) -> tuple[nn.Module, list[dict]]:
+def observe_zero_inputs(model: nn.Module, example: torch.Tensor) -> set[str]:
+    """Names of the modules that received an input element exactly 0 in one run on ``example``.
+
+    A recogniser needs this where the research code's semantics hinge on exact zeros
+    (torch.sign(0) = 0 in the BNN code, which a +-1 operator cannot represent)."""
+    seen: set[str] = set()
+    hooks = []
+    for name, mod in model.named_modules():
+        def pre(m, args, name=name):
+            if args and isinstance(args[0], torch.Tensor) and bool((args[0] == 0).any()):
+                seen.add(name)
+        hooks.append(mod.register_forward_pre_hook(pre))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def convert_research_layers(model: nn.Module, example: torch.Tensor | None = None) -> tuple[nn.Module, list[dict]]:
+    """``example``: an input for a calibration run whose facts (inputs exactly 0) recognisers use."""
+    zero_inputs = observe_zero_inputs(model, example) if example is not None else set()
     model = copy.deepcopy(model)
     converted: list[dict] = []
 
@@ -25,7 +50,7 @@ def convert_research_layers(model: nn.Module) -> tuple[nn.Module, list[dict]]:
             replacement = None
             for entry in OPERATORS:
                 try:
-                    hit = entry["recognise"](child)
+                    hit = entry["recognise"](child, {"input_has_zeros": path in zero_inputs})
                 except ValueError as e:
                     raise CmcError(f"layer {path!r} ({type(child).__name__}): {e}") from e
                 if hit is not None:

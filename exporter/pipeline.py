@@ -139,7 +139,7 @@ def prepare(opts: ExportOptions, steps: Steps):
     _dry_run(user_model, x)
     # Convert first, so research layers (adder2d, Conv2d_Q) are shrunk as the cmc operators they are.
     with steps("convert"):
-        model, converted = convert_research_layers(user_model)
+        model, converted = convert_research_layers(user_model, x)
         report["converted"] = converted
         log(f"    converted {len(converted)} research layer(s)")
     with steps("shrink"):

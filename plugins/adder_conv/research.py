@@ -19,7 +19,7 @@ def _int_or_pair(v):
     return int(v)
 
 
-def recognise(module: nn.Module):
+def recognise(module: nn.Module, facts: dict | None = None):
     """-> (AdderConv2d, description) when ``module`` is a research adder layer, None when it is not
     one; raises ValueError when it looks like one but does not fit (so nothing is silently wrong)."""
     if "adder" not in type(module).__name__.lower() or isinstance(module, AdderConv2d):

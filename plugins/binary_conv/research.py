@@ -9,7 +9,8 @@ Structure: an nn.Conv2d subclass with child modules ``activation_quantizer`` (at
   binarization, so padded taps add 0).
 Differences from the contract's binarize(0) = +1 are handled, not ignored: weights containing an
 exact 0 (torch.sign(0) = 0) cannot be +-1, so that layer stays a float conv with alpha*sign(W)
-weights; activations exactly 0 are reported as the one place the outputs may differ.
+weights; where a calibration run sees inputs exactly 0 (a ReLU in front), the sign stays a standard
+Sign op in front of BinaryConv(binarize_input=0); otherwise the note says where outputs could differ.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def _quantizers(module):
     return None
 
 
-def recognise(module: nn.Module):
+def recognise(module: nn.Module, facts: dict | None = None):
+    """``facts`` may hold what a calibration run saw: ``input_has_zeros`` (an input element exactly 0)."""
+    facts = facts or {}
     if isinstance(module, BinaryConv2d):
         return None
     q = _quantizers(module)
@@ -60,16 +63,26 @@ def recognise(module: nn.Module):
         _copy_conv(layer, torch.sign(w) * alpha, module.bias)
         kind = "float conv (weights contain exact zeros: torch.sign(0)=0 is not +-1)"
     else:
+        zeros_seen = binarize_input and facts.get("input_has_zeros", False)
+        if zeros_seen:
+            # Inputs exactly 0 (e.g. after a ReLU) binarize to 0 with torch.sign, not to +1: keep the
+            # user's sign as a standard Sign op and give BinaryConv the already-signed input.
+            prefix = [TorchSign()]
         layer = BinaryConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                              pads, module.dilation, module.groups, module.bias is not None,
-                             binarize_input=binarize_input, use_alpha=True)
+                             binarize_input=binarize_input and not zeros_seen, use_alpha=True)
         with torch.no_grad():
             layer.weight.copy_(w)
             if module.bias is not None:
                 layer.bias.copy_(module.bias)
-        kind = "BinaryConv" + ("" if binarize_input else " (float input)")
-        if binarize_input:
-            note = "binarize(0)=+1 where the research code's torch.sign(0)=0: outputs differ only for inputs exactly 0"
+        if zeros_seen:
+            kind = "Sign + BinaryConv (binarize_input=0)"
+            note = "inputs exactly 0 were seen (torch.sign(0)=0 is not +-1): the sign is a standard Sign op"
+        else:
+            kind = "BinaryConv" + ("" if binarize_input else " (float input)")
+            if binarize_input:
+                note = ("binarize(0)=+1 where the research code's torch.sign(0)=0: no input exactly 0 was seen "
+                        "in the calibration run; outputs would differ only for inputs exactly 0")
     if binarize_input and not isinstance(layer, BinaryConv2d):
         prefix = [TorchSign()]  # standard ops, exactly the research code's torch.sign activations
     out = nn.Sequential(*prefix, layer) if prefix else layer
