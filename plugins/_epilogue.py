@@ -1,6 +1,7 @@
 """The fused epilogue every com.cmc conv-like op ends with: Y = act(scale[m] * A + shift[m]).
 
-It is how a layer bias, BinaryConv's alpha and a following BatchNorm (+ReLU) ride inside one node.
+It is how a layer bias, BinaryConv's alpha and a following BatchNorm (+ReLU) ride inside one node;
+the BatchNorm fold itself is done on the ONNX graph (cmc.exporter.onnx_export.fold_into_epilogues).
 """
 from __future__ import annotations
 
@@ -19,11 +20,3 @@ def epilogue_backward(grad_y, y, acc, scale, activation, need_scale, need_shift)
     grad_scale = (g * acc).sum(dim=(0, 2, 3)).to(scale.dtype) if need_scale else None
     return g * scale.to(g.dtype).view(1, -1, 1, 1), grad_scale, grad_shift
 
-
-def fold_batchnorm(scale, shift, bn_weight, bn_bias, running_mean, running_var, eps):
-    """Compose (scale, shift) with an eval-mode BatchNorm: BN(s*A + t) = s'*A + t'. float64 inside."""
-    inv = (bn_weight.double() if bn_weight is not None else 1.0) / torch.sqrt(running_var.double() + eps)
-    beta = bn_bias.double() if bn_bias is not None else 0.0
-    new_scale = scale.double() * inv
-    new_shift = (shift.double() - running_mean.double()) * inv + beta
-    return new_scale.float(), new_shift.float()
