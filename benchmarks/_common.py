@@ -84,3 +84,35 @@ def write_json(obj: dict, path: str | None) -> None:
         print(f"wrote {path}", file=sys.stderr)
     else:
         print(text)
+
+
+# ---------------------------------------------------------------- roofline (../shared/gpu/limits.cu)
+
+def read_roofline(path: str | None = None) -> dict[str, float] | None:
+    """The rates the roofline probe measured on this GPU, {mix: T ops/s} (adder_f32, adder_h2: taps/s;
+    xnor_popc, mma_b1: binary MACs/s; mma_f16: fp16 MACs/s), or None when no probe output is at hand.
+
+    Looked for in ``path``, else ``$CMC_LIMITS_FILE``, else ``$OUT/limits.txt`` (where the GPU suite
+    writes it before the benchmarks run). A fraction of the roofline is only quoted from a probe run on
+    the same machine in the same session: the file is never shipped with the repository."""
+    import os
+    import re
+
+    candidates = [path, os.environ.get("CMC_LIMITS_FILE"),
+                  os.path.join(os.environ["OUT"], "limits.txt") if os.environ.get("OUT") else None]
+    for c in candidates:
+        if c and Path(c).is_file():
+            rates = {}
+            for line in Path(c).read_text().splitlines():
+                m = re.match(r"\s*(\w+)\s+[\d.]+\s+ms\s+([\d.]+)\s+T/s\s+\((.*)\)", line)
+                if m and m.group(3).strip() == "no error":
+                    rates[m.group(1)] = float(m.group(2))
+            return rates or None
+    return None
+
+
+def roofline_fraction(rate_t_per_s: float, roofline: dict[str, float] | None, mix: str) -> float | None:
+    """rate / the probe's rate for ``mix`` (both in T ops/s), or None without a probe figure."""
+    if not roofline or not roofline.get(mix):
+        return None
+    return round(rate_t_per_s / roofline[mix], 4)
