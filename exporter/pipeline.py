@@ -198,6 +198,9 @@ def run_export(opts: ExportOptions) -> dict:
                 verdict = verify(reference, res.model, tuple(x.shape), batches=batches)
                 report["parity"] = verdict.to_dict()
                 log(f"    worst error {verdict.worst():.3g} of max|y| (tolerance {verdict.tolerance:g})")
+                if verdict.rounding_flips():
+                    log(f"    note: {verdict.rounding_flips()} binarized value(s) lay within float rounding of 0 and took "
+                        "another sign than in PyTorch; compared with PyTorch's signs there (see report.json parity)")
             if not verdict.passed:
                 where = (verdict.divergence or {}).get("message", "")
                 raise ParityError(f"parity check failed: worst error {verdict.worst():.3g} of max|y| > tolerance "

@@ -13,6 +13,8 @@ import torch
 from cmc.exporter.cli import main
 from samples import addernet_resnet20, bnn_nin, spconv_resnet
 
+from .parity import assert_onnx_matches
+
 CASES = {
     # name: (arch, builder, research layer class, expected com.cmc op, tolerance)
     "addernet_resnet20": ("samples.addernet_resnet20:resnet20", addernet_resnet20.resnet20, addernet_resnet20.adder2d, "AdderConv", 2e-3),
@@ -47,14 +49,9 @@ def test_export_matches_pytorch_at_batch_1_and_5(name, checkpoints, tmp_path, in
     if op:
         assert {(f.domain, f.name) for f in model.functions} == {("com.cmc", op)}
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch + 100))
-        with torch.no_grad():
-            ref = user(x).numpy()
-        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-        assert got.shape == ref.shape
-        assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+        assert_onnx_matches(user, model, x, tol)
 
     report = json.loads((out / "report.json").read_text())
     assert report["parity"]["passed"] is True

@@ -1,0 +1,241 @@
+"""Sign flips decided by float rounding, told apart from real divergence.
+
+A binary layer takes the sign of a float value an earlier layer computed (a BatchNorm, a residual add,
+the previous binary layer's epilogue). Two correct implementations of the same network round that value
+differently — a folded BatchNorm, another summation order — so an element that lies within rounding
+error of 0 may get +1 in PyTorch and -1 in the export. One such flip changes a whole ±1 input of the
+next layer and moves the output far beyond any float tolerance, although both computed the network
+correctly. Deep binary networks binarize hundreds of thousands of values per sample, so on random
+inputs this happens often (one sample in a few dozen for the NIN sample).
+
+``attribute_flips`` makes the comparison exact instead of loose: it records, in the user's PyTorch
+model, the value each binarization point of the ONNX model takes the sign of (the input of the user
+module the point was converted from), runs onnxruntime with those points exposed, and walks them in
+graph order. A sign that differs where both values lie within ``rel`` × max|v| of 0 is a rounding flip:
+it is forced to PyTorch's value in the ONNX run (a Where spliced in front of the binarization) and the
+walk goes on downstream. A sign that differs anywhere else is real divergence and is reported as such.
+The outputs are then compared, at the unchanged contract tolerance, with the rounding flips forced:
+every other bit the export computed must agree with PyTorch.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+
+CMC_DOMAIN = "com.cmc"
+#: |v| below rel * max|v| (of that tensor, in PyTorch and in the export) counts as "sign decided by
+#: rounding". float32 rounding of a folded epilogue is ~1e-7 of the terms it adds.
+DEFAULT_REL = 1e-5
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _scope_path(node: onnx.NodeProto) -> str | None:
+    from .onnx_export import module_path
+
+    if node.domain == CMC_DOMAIN and "/" in node.name:  # name_cmc_nodes: '<module path>/<op>'
+        return node.name.rsplit("/", 1)[0]
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            return module_path(p.value)
+    return None
+
+
+@dataclass
+class Point:
+    value: str            # the ONNX tensor whose sign is taken
+    consumer: int         # index of the first binarizing node in graph order
+    kind: str             # "binarize" (v >= 0 -> +1, the BinaryConv contract) or "sign" (torch.sign)
+    module: str | None = None  # the user module whose input is that value
+    consumers: list[int] = field(default_factory=list)  # every node that binarizes it this way
+
+
+def binarization_points(model: onnx.ModelProto) -> list[Point]:
+    """One point per (tensor, kind of sign) the model takes; a tensor binarized by a BinaryConv and
+    also fed to a Sign is two points (their signs of 0 differ)."""
+    points: dict[tuple[str, str], Point] = {}
+    for i, node in enumerate(model.graph.node):
+        if node.domain in ("", "ai.onnx") and node.op_type == "Sign":
+            kind = "sign"
+        elif node.domain == CMC_DOMAIN and node.op_type == "BinaryConv" and int(_attr(node, "binarize_input", 1)):
+            kind = "binarize"
+        else:
+            continue
+        p = points.setdefault((node.input[0], kind), Point(node.input[0], i, kind))
+        p.consumers.append(i)
+    return list(points.values())
+
+
+def _resolve_module(torch_model: torch.nn.Module, path: str | None) -> str | None:
+    """The user module at ``path`` or its nearest ancestor (conversion wraps a layer in a Sequential)."""
+    if path is None:
+        return None
+    names = dict(torch_model.named_modules())
+    parts = path.split(".")
+    while parts:
+        cand = ".".join(parts)
+        if cand in names:
+            return cand
+        parts.pop()
+    return None
+
+
+def _signs(v: np.ndarray, kind: str) -> np.ndarray:
+    return np.where(v >= 0, 1, -1) if kind == "binarize" else np.sign(v)
+
+
+def _torch_values(torch_model, modules: list[str], feed: dict) -> dict[str, np.ndarray | None]:
+    """Input 0 of each module in one run (None where the module ran more or less than once)."""
+    got: dict[str, list] = {m: [] for m in modules}
+    mods = dict(torch_model.named_modules())
+    hooks = []
+    for name in set(modules):
+        def pre(m, args, name=name):
+            if args and isinstance(args[0], torch.Tensor):
+                got[name].append(args[0].detach().to(torch.float64).cpu().numpy().copy())
+        hooks.append(mods[name].register_forward_pre_hook(pre))
+    try:
+        with torch.no_grad():
+            torch_model(*[torch.from_numpy(np.asarray(v)) for v in feed.values()])
+    finally:
+        for h in hooks:
+            h.remove()
+    return {m: (v[0] if len(v) == 1 else None) for m, v in got.items()}
+
+
+def _forcing_model(model: onnx.ModelProto, points: list[Point]) -> onnx.ModelProto:
+    """A copy in which point k's binarizing consumer reads Where(mask_k, value_k, v) and v is an output."""
+    m = copy.deepcopy(model)
+    g = m.graph
+    outputs = {o.name for o in g.output}
+    for k, p in enumerate(points):
+        mask, val, forced = f"cmc_force_mask_{k}", f"cmc_force_value_{k}", f"cmc_forced_{k}"
+        g.input.append(onnx.helper.make_tensor_value_info(mask, onnx.TensorProto.BOOL, None))
+        g.input.append(onnx.helper.make_tensor_value_info(val, onnx.TensorProto.FLOAT, None))
+        for i in p.consumers:
+            g.node[i].input[0] = forced
+        if p.value not in outputs and p.value not in {i.name for i in g.input}:
+            g.output.append(onnx.helper.make_empty_tensor_value_info(p.value))
+    # The Where nodes go right before their consumers; insert from the back so indices stay valid.
+    for k, p in sorted(enumerate(points), key=lambda kp: -kp[1].consumer):
+        g.node.insert(p.consumer, onnx.helper.make_node(
+            "Where", [f"cmc_force_mask_{k}", f"cmc_force_value_{k}", p.value], [f"cmc_forced_{k}"],
+            name=f"cmc_force_{k}"))
+    return m
+
+
+@dataclass
+class FlipReport:
+    points: int
+    attributed: int                       # binarization points with a PyTorch counterpart
+    forced: int = 0                       # rounding flips forced to PyTorch's sign
+    largest_forced_rel: float = 0.0       # max |v| / max|v| among them
+    genuine: dict | None = None           # the first sign that differs beyond rounding
+    outputs: list[dict] = field(default_factory=list)  # per output, the error with flips forced
+
+    def to_dict(self) -> dict:
+        return {"binarization_points": self.points, "attributed": self.attributed,
+                "rounding_flips_forced": self.forced, "largest_forced_rel": self.largest_forced_rel,
+                "genuine_divergence": self.genuine}
+
+
+def attribute_flips(torch_model, onnx_model: onnx.ModelProto, feed: dict[str, np.ndarray],
+                    reference: dict[str, np.ndarray], rel: float = DEFAULT_REL) -> FlipReport | None:
+    """Re-run ``feed`` with the rounding flips forced to PyTorch's signs.
+
+    ``reference``: PyTorch's outputs by ONNX output name. None when the model binarizes nothing;
+    report.outputs holds max_abs_err / max_abs_ref per output of the forced run otherwise."""
+    import onnxruntime as ort
+
+    points = binarization_points(onnx_model)
+    if not points:
+        return None
+    for p in points:
+        p.module = _resolve_module(torch_model, _scope_path(onnx_model.graph.node[p.consumer]))
+    tv = _torch_values(torch_model, [p.module for p in points if p.module], feed)
+    report = FlipReport(points=len(points), attributed=0)
+    for p in points:
+        if p.module is not None and (tv.get(p.module) is None):
+            p.module = None
+    report.attributed = sum(p.module is not None for p in points)
+
+    # Shapes of the binarized tensors, from a plain run of the unmodified model.
+    plain = _exposed_values(onnx_model, feed, [p.value for p in points])
+    fm = _forcing_model(onnx_model, points)
+    sess = ort.InferenceSession(fm.SerializeToString(), providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in onnx_model.graph.output]
+    graph_inputs = {i.name for i in onnx_model.graph.input}
+    exposed = list(dict.fromkeys(p.value for p in points if p.value not in graph_inputs))
+    masks = {k: np.zeros(plain[p.value].shape, bool) for k, p in enumerate(points)}
+    values = {k: np.zeros(plain[p.value].shape, np.float32) for k, p in enumerate(points)}
+
+    def run():
+        f = dict(feed)
+        for k in range(len(points)):
+            f[f"cmc_force_mask_{k}"], f[f"cmc_force_value_{k}"] = masks[k], values[k]
+        res = sess.run(out_names + exposed, f)
+        got = dict(zip(exposed, res[len(out_names):]))
+        return res[:len(out_names)], [got[p.value] if p.value in got else feed[p.value] for p in points]
+
+    order = sorted(range(len(points)), key=lambda k: points[k].consumer)
+    outs, vals = run()
+    for k in order:  # graph order: forcing point k changes everything downstream of it
+        p = points[k]
+        if p.module is None:
+            continue
+        v_t = tv[p.module]
+        v_o = np.asarray(vals[k], np.float64)
+        if v_t.shape != v_o.shape:
+            p.module = None
+            report.attributed -= 1
+            continue
+        differ = _signs(v_t, p.kind) != _signs(v_o, p.kind)
+        if not differ.any():
+            continue
+        scale = max(float(np.abs(v_t).max()), 1e-30)
+        rounding = differ & (np.abs(v_t) <= rel * scale) & (np.abs(v_o) <= rel * scale)
+        real = differ & ~rounding
+        if real.any():
+            idx = tuple(int(i) for i in np.argwhere(real)[0])
+            report.genuine = {"value": p.value, "module": p.module, "count": int(real.sum()),
+                              "first_index": list(idx), "torch": float(v_t[idx]), "onnx": float(v_o[idx]),
+                              "message": f"{int(real.sum())} sign(s) of the input of {p.module} differ beyond "
+                                         f"rounding (e.g. {v_t[idx]:.4g} in PyTorch vs {v_o[idx]:.4g})"}
+            break
+        masks[k] = rounding
+        values[k] = np.where(rounding, v_t, 0.0).astype(np.float32)
+        report.forced += int(rounding.sum())
+        report.largest_forced_rel = max(report.largest_forced_rel, float(np.abs(v_t[rounding]).max()) / scale)
+        outs, vals = run()
+    for name, got in zip(out_names, outs):
+        ref = np.asarray(reference[name], np.float64)
+        got = np.asarray(got, np.float64)
+        ref_max = float(np.abs(ref).max()) if ref.size else 0.0
+        err = float(np.abs(ref - got).max()) if ref.size and ref.shape == got.shape else float("inf")
+        report.outputs.append({"name": name, "max_abs_err": err, "max_abs_ref": ref_max})
+    return report
+
+
+def _exposed_values(model: onnx.ModelProto, feed: dict, names: list[str]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    m = copy.deepcopy(model)
+    have = {o.name for o in m.graph.output}
+    inputs = {i.name for i in m.graph.input}
+    expose = [n for n in names if n not in have and n not in inputs]
+    for n in expose:
+        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = [n for n in names if n not in inputs]
+    got = dict(zip(want, sess.run(want, feed)))
+    got.update({n: feed[n] for n in names if n in inputs})
+    return got
