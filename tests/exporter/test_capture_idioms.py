@@ -161,6 +161,11 @@ def test_xnor_legacy_function_runs_and_is_captured_by_its_forward(tmp_path, in_r
         ref = xnor_models.reference_forward(model, x).numpy()
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    # `cmc-export verify` runs the same eager reference (legacy Function included) for the user's CI
+    rc = main(["verify", str(out / "tiny_xnor.onnx"), str(tmp_path / "tiny_xnor.pth"), "--arch",
+               "tests.exporter.xnor_models:tiny_xnor", "--input-shape", SHAPE_8,
+               "--json", str(tmp_path / "v.json"), "--junit", str(tmp_path / "v.xml")])
+    assert rc == 0 and json.loads((tmp_path / "v.json").read_text())["passed"] is True
     assert _shims_restored()
 
 
