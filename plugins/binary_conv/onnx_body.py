@@ -76,9 +76,13 @@ def _weights(b: Body, cg: str) -> str:
 
 
 def _pack_signs(b: Body, y: str) -> str:
-    """float [N, M, Ho, Wo] -> int32 [N, Ho, Wo, 4*ceil(M/128)]: bit = y >= 0, pad bits 0."""
-    zero = b.op("CastLike", [b.op("Constant", [], value_float=0.0), y])
-    bits = b.op("Cast", [b.op("GreaterOrEqual", [y, zero])], to=INT32)
+    """float [N, M, Ho, Wo] -> int32 [N, Ho, Wo, 4*ceil(M/128)]: bit = y >= 0, pad bits 0.
+
+    Compared in float32, as the next layer's body compares its input (onnxruntime's float16
+    comparisons tell -0 from +0: a float16 -0 would give bit 0 here but +1 there)."""
+    y32 = b.op("Cast", [y], to=F32)
+    zero = b.op("Constant", [], value=onnx.helper.make_tensor("zero_f", F32, [], [0.0]))
+    bits = b.op("Cast", [b.op("GreaterOrEqual", [y32, zero])], to=INT32)
     nhwc = b.op("Transpose", [bits], perm=[0, 2, 3, 1])
     m = b.op("Slice", [b.op("Shape", ["W_packed"]), b.const_ints([0]), b.const_ints([1])])
     align = b.const_ints([PIXEL_ALIGN_BITS])
