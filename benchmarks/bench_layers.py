@@ -3,6 +3,13 @@ the same shape (FP32 with TF32 off, and FP16) and against the research code's un
 AdderNet (-sum |unfold(X) - W| through an [M, K, L] tensor); FP32 backward: the AdderConv backward
 kernels (gradX + gradW with the adaptive scale) against cuDNN's conv input + weight gradients.
 
+BinaryConv rows on prepared weights (binary_forward_ex): ``cmc_binary_bmma`` (the bit tensor-core
+kernel, sm_80+), ``cmc_binary_popcount`` (the CUDA-core XNOR/popcount kernel), and for the BNN
+workhorse layers ``cmc_binary_bmma_packed_io`` (1-bit packed input and output, as inside a chain of
+binary layers). Each of them also gives its rate in T binary MACs/s (N*Ho*Wo*M*C*kh*kw per call) and
+that rate as a fraction of the roofline probe's ``mma_b1`` rate (limits.cu, read by read_roofline()
+from the same GPU run; null without one).
+
     python benchmarks/bench_layers.py --out /tmp/cmc_layers.json [--suite resnet20,resnet18,resnet50,bnn]
 
 JSON: device description + one record per (layer, implementation, dtype) with median/min ms, or an
@@ -17,7 +24,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from _common import device_info, guarded, require_cuda, write_json
+from _common import device_info, guarded, read_roofline, require_cuda, roofline_fraction, write_json
 
 # (name, N, C, H, W, M, k, stride, pad)
 SUITES = {
@@ -84,6 +91,8 @@ def main(argv=None):
     from cmc.plugins.binary_conv.op import pack_weights
 
     layers = SMOKE if args.smoke else [l for s in args.suite.split(",") for l in SUITES[s]]
+    workhorse = {l[0] for l in SUITES["bnn"]}
+    roof = read_roofline()
     records = []
     for name, n, c, h, w, m, k, s, p in layers:
         shape = dict(n=n, c=c, h=h, w=w, m=m, k=k, stride=s, pad=p)
@@ -93,6 +102,10 @@ def main(argv=None):
         ones, zeros = torch.ones(m, device=device), torch.zeros(m, device=device)
         wp = pack_weights(w32.cpu()).to(device)
         st, pads, dil = [s, s], [p, p, p, p], [1, 1]
+        prep = ext.binary_prepare_weights(wp, c, 1) if ext is not None else None
+        bmma = ext is not None and ext.binary_kernel_choice(n, c, h, w, m, k, k, st, pads, dil, 1, 1) == 2
+        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        binary_macs = n * ho * wo * m * c * k * k
         runs = []
         for dt_name, dt in (("fp32", torch.float32), ("fp16", torch.float16)):
             x, wt = x32.to(dt), w32.to(dt)
@@ -117,14 +130,27 @@ def main(argv=None):
                              lambda x=x: ext.binary_forward(x, wp, ones, zeros, st, pads, dil, 1, 1, 0)))
                 runs.append(("cmc_binary_kernel_float_input", dt_name,
                              lambda x=x: ext.binary_forward(x, wp, ones, zeros, st, pads, dil, 1, 0, 0)))
+                code = 0 if dt == torch.float32 else 1
+                bx = lambda x, kernel, i_p=False, o_p=False: ext.binary_forward_ex(  # noqa: E731
+                    x, prep, ones, zeros, c, m, k, k, st, pads, dil, 1, 1, 0, i_p, o_p, code, kernel)
+                runs.append(("cmc_binary_popcount", dt_name, lambda x=x: bx(x, 1)))
+                if bmma:
+                    runs.append(("cmc_binary_bmma", dt_name, lambda x=x: bx(x, 2)))
+                    if name in workhorse:
+                        xp = ext.binary_pack_activations(x)
+                        runs.append(("cmc_binary_bmma_packed_io", dt_name, lambda xp=xp: bx(xp, 2, True, True)))
             if not args.no_unfold and dt == torch.float32:
                 runs.append(("unfold_adder", dt_name, lambda x=x, wt=wt: unfold_adder(x, wt, s, p)))
         for impl, dt_name, fn in runs:
             with torch.no_grad():
                 r = guarded(fn, device, iters=args.iters)
+            if impl.startswith("cmc_binary") and "ms_median" in r:
+                rate = binary_macs / (r["ms_median"] * 1e-3) / 1e12
+                r.update(binary_mac_t_per_s=round(rate, 3), fraction_of_mma_b1=roofline_fraction(rate, roof, "mma_b1"))
             records.append(dict(layer=name, **shape, impl=impl, dtype=dt_name, **r))
             print(f"{name:28s} {impl:30s} {dt_name}  {r.get('ms_median', r.get('error'))}", file=sys.stderr)
-    write_json({"benchmark": "layers", **device_info(device), "tf32": False, "records": records}, args.out)
+    write_json({"benchmark": "layers", **device_info(device), "tf32": False, "roofline_t_per_s": roof,
+                "records": records}, args.out)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ _STATE: dict = {}
 # Kernel sources, relative to trt_plugins/.
 KERNEL_SOURCES = (
     "common/cmc_host.cpp",
+    "common/cmc_binary_host.cpp",
     "adder_conv/adder_conv_kernels.cu",
     "binary_conv/binary_conv_kernels.cu",
+    "binary_conv/binary_bmma_kernels.cu",
 )
 
 
@@ -50,9 +52,11 @@ def kernel_sources() -> tuple[list[Path], Path]:
 
 
 def _source_digest(sources: list[Path], include: Path) -> str:
-    """Hash of every source and header, so that an edited header gives a fresh build."""
+    """Hash of every source and header (those beside each source too), so that an edited header
+    gives a fresh build."""
     h = hashlib.sha256()
-    files = sorted(set(sources) | {p for p in include.iterdir() if p.suffix in (".h", ".cuh")})
+    folders = {include} | {s.parent for s in sources}
+    files = sorted(set(sources) | {p for d in folders for p in d.iterdir() if p.suffix in (".h", ".cuh")})
     for p in files:
         h.update(p.name.encode())
         h.update(p.read_bytes())

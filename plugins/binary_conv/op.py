@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -47,9 +49,31 @@ def unpack_weights(packed: torch.Tensor, c_per_group: int, dtype=torch.float32) 
     return pm1.permute(0, 3, 1, 2).contiguous()
 
 
+@contextmanager
+def full_fp32_convs(*tensors):
+    """cuDNN convolutions of float32 CUDA tensors in full FP32 (TF32 off) inside the block.
+
+    PyTorch lets cuDNN run FP32 convolutions in TF32 by default (10-bit mantissa), which puts the
+    gradients 2-4e-4 off, past the contract's 1e-4. The op's own convolutions (the reference
+    forward on CUDA and the whole backward) therefore switch TF32 off for their duration and
+    restore the caller's setting after (contract.json, "precision"). The flag is process-global,
+    so a convolution another thread runs meanwhile is affected too. No-op for CPU tensors."""
+    if not any(t is not None and t.is_cuda and t.dtype == torch.float32 for t in tensors):
+        yield
+        return
+    conv = torch.backends.cudnn.conv
+    previous = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = previous
+
+
 def _conv(xb, wb, strides, pads, dilations, group):
     xp = F.pad(xb, (pads[1], pads[3], pads[0], pads[2]))  # zeros after binarization: padded taps add 0
-    return F.conv2d(xp, wb, None, tuple(strides), 0, tuple(dilations), group)
+    with full_fp32_convs(xp, wb):
+        return F.conv2d(xp, wb, None, tuple(strides), 0, tuple(dilations), group)
 
 
 def _out_shape(x, m, kh, kw, strides, pads, dilations):
@@ -118,13 +142,14 @@ def _backward(ctx, grad_y):
     g, grad_scale, grad_shift = epilogue_backward(grad_y, y, acc, scale, activation, need_scale, need_shift)
     xp = F.pad(xb, (pads[1], pads[3], pads[0], pads[2]))
     gx = gw = None
-    if need_x:
-        gxp = torch.nn.grad.conv2d_input(xp.shape, wb, g, tuple(strides), 0, tuple(dilations), group)
-        gx = gxp[:, :, pads[0]:pads[0] + x.shape[2], pads[1]:pads[1] + x.shape[3]]
-        if binarize_input:
-            gx = gx * (x.abs() <= 1).to(gx.dtype)  # saturating STE
-    if need_w:
-        gw = torch.nn.grad.conv2d_weight(xp, wb.shape, g, tuple(strides), 0, tuple(dilations), group).to(w.dtype)
+    with full_fp32_convs(xp, wb, g):  # the backward's convolutions never run in TF32 (see there)
+        if need_x:
+            gxp = torch.nn.grad.conv2d_input(xp.shape, wb, g, tuple(strides), 0, tuple(dilations), group)
+            gx = gxp[:, :, pads[0]:pads[0] + x.shape[2], pads[1]:pads[1] + x.shape[3]]
+            if binarize_input:
+                gx = gx * (x.abs() <= 1).to(gx.dtype)  # saturating STE
+        if need_w:
+            gw = torch.nn.grad.conv2d_weight(xp, wb.shape, g, tuple(strides), 0, tuple(dilations), group).to(w.dtype)
     return gx, gw, grad_scale, grad_shift, None, None, None, None, None, None
 
 

@@ -136,6 +136,10 @@ def test_cmake_build_and_ctest(build_dir):
     # the host test binary prints its own count
     res = _run([str(build_dir / "cmc_host_tests")])
     assert re.search(r"cmc host tests: \d+ checks, 0 failed", res.stdout), res.stdout
+    # the BMMA kernel's CPU model (lane by lane, emulated m16n8k256) against a +-1 convolution
+    assert re.search(r"cmc_host_bmma_tests \.+\s+Passed", out), out
+    res = _run([str(build_dir / "cmc_host_bmma_tests")])
+    assert re.search(r"cmc BMMA host tests: \d+ checks, 0 failed", res.stdout), res.stdout
 
 
 @needs_cmake
@@ -159,6 +163,61 @@ def test_kernels_have_sass_for_requested_archs(build_dir):
             for a in TEST_ARCHS.split(";"):
                 if a.endswith("-real"):
                     assert f"sm_{a[:-5]}" in res.stdout, res.stdout
+
+
+def _cuda_tool(name: str) -> str | None:
+    """A CUDA binary tool: on PATH, beside nvcc, or from the nvidia-cuda-* wheels (test extras)."""
+    cands = [shutil.which(name)]
+    if NVCC:
+        cands.append(str(Path(NVCC).parent / name))
+    try:
+        import nvidia  # namespace package of the nvidia-cuda-* wheels
+
+        for base in getattr(nvidia, "__path__", []):
+            cands += [str(p) for p in sorted(Path(base).glob(f"cu*/bin/{name}"))]
+    except ImportError:
+        pass
+    return next((c for c in cands if c and Path(c).is_file() and os.access(c, os.X_OK)), None)
+
+
+def _sass_functions(lib: Path, arch: int) -> dict[str, str]:
+    """{mangled kernel name: SASS text} of the sm_<arch> code in lib (cuobjdump -sass)."""
+    cuobjdump, nvdisasm = _cuda_tool("cuobjdump"), _cuda_tool("nvdisasm")
+    if cuobjdump is None or nvdisasm is None:
+        pytest.skip("cuobjdump/nvdisasm not found (PATH, beside nvcc, or the nvidia-cuda-cuobjdump / "
+                    "nvidia-cuda-nvdisasm wheels of the test extras)")
+    env = dict(os.environ, PATH=f"{Path(nvdisasm).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    res = subprocess.run([cuobjdump, "-sass", "-arch", f"sm_{arch}", str(lib)], capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        pytest.fail(f"cuobjdump -sass failed: {res.stderr[-2000:]}")
+    funcs, name = {}, None
+    for line in res.stdout.splitlines():
+        m = re.match(r"\s*Function : (\S+)", line)
+        if m:
+            name = m.group(1)
+            funcs[name] = ""
+        elif name:
+            funcs[name] += line + "\n"
+    return funcs
+
+
+@needs_cmake
+@needs_nvcc
+@pytest.mark.parametrize("arch", [87, 90])
+def test_binary_kernels_use_bit_tensor_cores(build_dir, arch):
+    """The sm_87 (Jetson Orin) and sm_90 (Hopper) SASS of the BinaryConv BMMA kernels holds the
+    1-bit tensor-core instruction (BMMA.168256.AND.POPC), every instantiation of it."""
+    if f"{arch}-real" not in TEST_ARCHS.split(";"):
+        pytest.skip(f"sm_{arch} not in CMC_TEST_CUDA_ARCHITECTURES={TEST_ARCHS}")
+    funcs = _sass_functions(build_dir / "libcmc_kernels.a", arch)
+    bmma_kernels = {k: v for k, v in funcs.items() if "binaryBmmaConvKernel" in k}
+    assert len(bmma_kernels) >= 12, sorted(funcs)  # 3 tile shapes x fp32/fp16 x packed/unpacked output
+    for name, sass in bmma_kernels.items():
+        assert re.search(r"\bBMMA\.168256\.AND\.POPC\b", sass), f"{name}: no BMMA instruction in its sm_{arch} SASS"
+        assert "LDL" not in sass and "STL" not in sass, f"{name}: local-memory spills"
+    # the CUDA-core kernels stay off the tensor cores (a sanity check of the SASS reading itself)
+    popc = [v for k, v in funcs.items() if "binaryPopcConvKernel" in k]
+    assert popc and all("BMMA" not in v and "POPC" in v for v in popc)
 
 
 @needs_cmake

@@ -9,9 +9,13 @@
 //
 // binarize_input = 0: the packed weights are expanded to a +-1 matrix in the workspace and the float
 // implicit-GEMM kernel of cmc_float_conv.cuh computes sum x * w (padded taps read 0).
+//
+// Also here: the binaryConvForward* dispatch between these kernels and the BMMA tensor-core kernel
+// (binary_bmma_kernels.cu), packed input / output included.
 #include <algorithm>
 #include <cstdint>
 
+#include "binary_conv_internal.cuh"
 #include "cmc_float_conv.cuh"
 
 namespace cmc {
@@ -81,9 +85,12 @@ unpackWeightsKernel(ConvParams p, int nw, const uint32_t* __restrict__ wp, T* __
 
 // XNOR-popcount implicit GEMM: BM output channels x BN = 4096 / BM output pixels per 256-thread
 // block, 4 x 4 per thread, reduction over k = (p * kw + q) * words + word in tiles of 16 words.
+// The input is bit-packed with `pixStride` words between neighbouring pixels: the kernel's own
+// layout [n, h, w, groups, nw] (pixStride = groups * nw) or packed activations [n, h, w, wpp]
+// (group 1, pixStride = wpp >= nw; words past nw are never read).
 template <int BM, typename T>
 __global__ void __launch_bounds__(kThreads)
-binaryPopcConvKernel(ConvParams p, int nw, const uint32_t* __restrict__ xp, const uint32_t* __restrict__ wp,
+binaryPopcConvKernel(ConvParams p, int nw, int pixStride, const uint32_t* __restrict__ xp, const uint32_t* __restrict__ wp,
                      const float* __restrict__ scale, const float* __restrict__ shift, bool relu,
                      T* __restrict__ y) {
     constexpr int BN = 4096 / BM;
@@ -119,9 +126,8 @@ binaryPopcConvKernel(ConvParams p, int nw, const uint32_t* __restrict__ xp, cons
         const int ow = r - oh * p.wo;
         ih0 = oh * p.sh - p.pt;
         iw0 = ow * p.sw - p.pl;
-        xg = xp + (static_cast<int64_t>(nn) * p.hw * p.groups + grp) * nw;
+        xg = xp + static_cast<int64_t>(nn) * p.hw * pixStride + static_cast<int64_t>(grp) * nw;
     }
-    const int pixStride = p.groups * nw;  // words between neighbouring pixels
     math::Radix3 cursor = math::radix3(xlK, p.kw, nw);  // (pr, q, word)
     const math::Radix3 tileStep = math::radix3(BK, p.kw, nw);
 
@@ -223,31 +229,111 @@ int gridFor(int64_t total) {
 }
 
 template <typename T>
-Status binaryForwardT(const ConvParams& p, bool binarizeInput, const T* x, const uint32_t* wp, const Epilogue& ep,
-                      T* y, void* workspace, cudaStream_t stream) {
+Status launchPopcount(const ConvParams& p, int nw, int pixStride, const uint32_t* xp, const uint32_t* wp,
+                      const Epilogue& ep, T* y, cudaStream_t stream) {
+    const int bm = chooseTileM(p.mg);
+    const dim3 grid(ceilDiv(p.pixOut, 4096 / bm), ceilDiv(p.mg, bm), p.groups);
+    if (grid.y > 65535u) return Status::kUnsupported;
+    switch (bm) {
+        case 16: binaryPopcConvKernel<16, T><<<grid, kThreads, 0, stream>>>(p, nw, pixStride, xp, wp, ep.scale, ep.shift, ep.relu, y); break;
+        case 32: binaryPopcConvKernel<32, T><<<grid, kThreads, 0, stream>>>(p, nw, pixStride, xp, wp, ep.scale, ep.shift, ep.relu, y); break;
+        default: binaryPopcConvKernel<64, T><<<grid, kThreads, 0, stream>>>(p, nw, pixStride, xp, wp, ep.scale, ep.shift, ep.relu, y); break;
+    }
+    return launchStatus();
+}
+
+// The CUDA-core paths: XNOR/popcount (binarizeInput) or +-1 weights in the float kernel. Writes Y in
+// T (NCHW) to yT. xIn: T NCHW, or packed activations when inputPacked.
+template <typename T>
+Status cudaCoreForwardT(const ConvParams& p, bool binarizeInput, bool inputPacked, const void* xIn,
+                        const uint32_t* wContract, const Epilogue& ep, T* yT, unsigned char* ws,
+                        const BinaryExWorkspace& L, cudaStream_t stream) {
     const int nw = binaryWordsPerTap(p.cg);
     if (binarizeInput) {
-        uint32_t* xp = static_cast<uint32_t*>(workspace);
+        if (inputPacked)
+            return launchPopcount<T>(p, nw, bits::wordsPerPixel(p.c), static_cast<const uint32_t*>(xIn), wContract, ep,
+                                     yT, stream);
+        uint32_t* xp = reinterpret_cast<uint32_t*>(ws + L.packedOff);
         const int64_t words = static_cast<int64_t>(p.n) * p.groups * nw * p.hw;
-        packActivationsKernel<T><<<gridFor(words), kThreads, 0, stream>>>(p, nw, x, xp);
-        const int bm = chooseTileM(p.mg);
-        const dim3 grid(ceilDiv(p.pixOut, 4096 / bm), ceilDiv(p.mg, bm), p.groups);
-        if (grid.y > 65535u) return Status::kUnsupported;
-        switch (bm) {
-            case 16: binaryPopcConvKernel<16, T><<<grid, kThreads, 0, stream>>>(p, nw, xp, wp, ep.scale, ep.shift, ep.relu, y); break;
-            case 32: binaryPopcConvKernel<32, T><<<grid, kThreads, 0, stream>>>(p, nw, xp, wp, ep.scale, ep.shift, ep.relu, y); break;
-            default: binaryPopcConvKernel<64, T><<<grid, kThreads, 0, stream>>>(p, nw, xp, wp, ep.scale, ep.shift, ep.relu, y); break;
-        }
-        return launchStatus();
+        packActivationsKernel<T><<<gridFor(words), kThreads, 0, stream>>>(p, nw, static_cast<const T*>(xIn), xp);
+        if (launchStatus() != Status::kSuccess) return Status::kCudaError;
+        return launchPopcount<T>(p, nw, p.groups * nw, xp, wContract, ep, yT, stream);
     }
-    T* wm = static_cast<T*>(workspace);
-    unpackWeightsKernel<T><<<gridFor(static_cast<int64_t>(p.m) * p.kRed), kThreads, 0, stream>>>(p, nw, wp, wm);
+    T* wm = reinterpret_cast<T*>(ws + L.wmOff);
+    unpackWeightsKernel<T><<<gridFor(static_cast<int64_t>(p.m) * p.kRed), kThreads, 0, stream>>>(p, nw, wContract, wm);
     if (launchStatus() != Status::kSuccess) return Status::kCudaError;
-    return launchFloatConv<FloatOp::kMul, T>(p, x, wm, ep, y, stream);
+    return launchFloatConv<FloatOp::kMul, T>(p, static_cast<const T*>(xIn), wm, ep, yT, stream);
 }
+
+bool aligned(const void* ptr, size_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; }
 
 }  // namespace
 }  // namespace detail
+
+BinaryKernel binaryConvKernelForCurrentDevice(const ConvGeometry& g, bool binarizeInput) {
+    const BinaryKernel k = binaryConvChooseKernel(g, binarizeInput, detail::currentSmVersion());
+    if (k == BinaryKernel::kBmma && !detail::bmmaCodeForCurrentDevice()) return BinaryKernel::kPopcount;
+    return k;
+}
+
+Status binaryConvForwardWith(BinaryKernel kernel, const ConvGeometry& g, DType dtype, bool binarizeInput, BinaryIO io,
+                             const void* x, const void* wPrepared, const Epilogue& ep, void* y, void* workspace,
+                             size_t workspaceSize, cudaStream_t stream) {
+    const Status s = detail::checkGeometry(g);
+    if (s != Status::kSuccess) return s;
+    if (!x || !wPrepared || !y || !ep.scale || !ep.shift) return Status::kInvalidArgument;
+    if (dtype != DType::kFloat32 && dtype != DType::kFloat16) return Status::kUnsupported;
+    if (binaryCheckIO(g, binarizeInput, io) != Status::kSuccess) return Status::kInvalidArgument;
+    const size_t elem = dtype == DType::kFloat16 ? 2 : 4;
+    if (!detail::aligned(wPrepared, 16) || !detail::aligned(x, io.inputPacked ? 4 : elem) ||
+        !detail::aligned(y, io.outputPacked ? 4 : elem) || !detail::aligned(ep.scale, 4) || !detail::aligned(ep.shift, 4))
+        return Status::kInvalidArgument;
+    if (kernel != BinaryKernel::kAuto && kernel != BinaryKernel::kPopcount && kernel != BinaryKernel::kBmma)
+        return Status::kInvalidArgument;
+    BinaryKernel k = kernel == BinaryKernel::kAuto ? binaryConvKernelForCurrentDevice(g, binarizeInput) : kernel;
+    if (k == BinaryKernel::kBmma &&
+        (!binarizeInput || !binaryBmmaSupportsGeometry(g) || !detail::bmmaCodeForCurrentDevice()))
+        return Status::kUnsupported;
+    if (!binarizeInput) k = BinaryKernel::kPopcount;  // the float-input path of the CUDA-core family
+    const BinaryExWorkspace L = binaryExWorkspace(g, dtype, binarizeInput, io, k);
+    if (L.total > 0 && (workspace == nullptr || workspaceSize < L.total || !detail::aligned(workspace, 16)))
+        return Status::kInvalidArgument;
+    unsigned char* ws = static_cast<unsigned char*>(workspace);
+    const bits::PreparedLayout P = binaryPreparedLayout(g);
+    const unsigned char* prepared = static_cast<const unsigned char*>(wPrepared);
+
+    if (k == BinaryKernel::kBmma) {
+        const uint32_t* xp = static_cast<const uint32_t*>(x);
+        if (!io.inputPacked) {
+            uint32_t* packed = reinterpret_cast<uint32_t*>(ws + L.packedOff);
+            const Status ps = detail::launchPackActivations(g.n, g.c, g.h, g.w, dtype, x, packed, stream);
+            if (ps != Status::kSuccess) return ps;
+            xp = packed;
+        }
+        return detail::launchBmmaForward(g, dtype, xp, prepared, reinterpret_cast<int32_t*>(ws + L.popAOff), ep,
+                                         io.outputPacked, y, stream);
+    }
+    const detail::ConvParams p = detail::makeParams(g);
+    const uint32_t* wContract = reinterpret_cast<const uint32_t*>(prepared + P.contractOff);
+    void* yT = io.outputPacked ? static_cast<void*>(ws + L.stagingOff) : y;
+    Status cs;
+    if (dtype == DType::kFloat32)
+        cs = detail::cudaCoreForwardT<float>(p, binarizeInput, io.inputPacked, x, wContract, ep, static_cast<float*>(yT),
+                                             ws, L, stream);
+    else
+        cs = detail::cudaCoreForwardT<__half>(p, binarizeInput, io.inputPacked, x, wContract, ep,
+                                              static_cast<__half*>(yT), ws, L, stream);
+    if (cs != Status::kSuccess || !io.outputPacked) return cs;
+    // packed output of a path without one: the staged Y, packed by the sign its dtype holds
+    return detail::launchPackActivations(g.n, g.m, g.outH(), g.outW(), dtype, yT, static_cast<uint32_t*>(y), stream);
+}
+
+Status binaryConvForwardEx(const ConvGeometry& g, DType dtype, bool binarizeInput, BinaryIO io, const void* x,
+                           const void* wPrepared, const Epilogue& ep, void* y, void* workspace, size_t workspaceSize,
+                           cudaStream_t stream) {
+    return binaryConvForwardWith(BinaryKernel::kAuto, g, dtype, binarizeInput, io, x, wPrepared, ep, y, workspace,
+                                 workspaceSize, stream);
+}
 
 Status binaryConvForward(const ConvGeometry& g, DType dtype, bool binarizeInput, const void* x,
                          const int32_t* wPacked, const Epilogue& ep, void* y, void* workspace,
@@ -257,15 +343,14 @@ Status binaryConvForward(const ConvGeometry& g, DType dtype, bool binarizeInput,
     if (!x || !wPacked || !y || !ep.scale || !ep.shift) return Status::kInvalidArgument;
     if (dtype != DType::kFloat32 && dtype != DType::kFloat16) return Status::kUnsupported;
     const size_t need = binaryConvForwardWorkspaceSize(g, dtype, binarizeInput);
-    if (need > 0 && (workspace == nullptr || workspaceSize < need || reinterpret_cast<uintptr_t>(workspace) % 4 != 0))
-        return Status::kInvalidArgument;
-    const detail::ConvParams p = detail::makeParams(g);
-    const uint32_t* wp = reinterpret_cast<const uint32_t*>(wPacked);
-    if (dtype == DType::kFloat32)
-        return detail::binaryForwardT<float>(p, binarizeInput, static_cast<const float*>(x), wp, ep,
-                                             static_cast<float*>(y), workspace, stream);
-    return detail::binaryForwardT<__half>(p, binarizeInput, static_cast<const __half*>(x), wp, ep,
-                                          static_cast<__half*>(y), workspace, stream);
+    if (workspace == nullptr || workspaceSize < need || !detail::aligned(workspace, 16)) return Status::kInvalidArgument;
+    // prepare into the front of the workspace (cheap: the weights are bits), then the Ex path
+    const size_t prepBytes = bits::alignUp256(binaryConvPreparedWeightsSize(g));
+    const Status ps = binaryConvPrepareWeights(g, wPacked, workspace, stream);
+    if (ps != Status::kSuccess) return ps;
+    unsigned char* rest = static_cast<unsigned char*>(workspace) + prepBytes;
+    return binaryConvForwardEx(g, dtype, binarizeInput, BinaryIO{}, x, workspace, ep, y, rest, workspaceSize - prepBytes,
+                               stream);
 }
 
 Status binaryPackWeights(const ConvGeometry& g, DType dtype, const void* w, int32_t* wPacked, cudaStream_t stream) {

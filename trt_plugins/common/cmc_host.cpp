@@ -53,17 +53,6 @@ size_t adderConvForwardWorkspaceSize(const ConvGeometry&, DType) { return 0; }
 // One double: the sum of squares of gradW for the adaptive scale.
 size_t adderConvBackwardWorkspaceSize(const ConvGeometry&) { return 256; }
 
-size_t binaryConvForwardWorkspaceSize(const ConvGeometry& g, DType dtype, bool binarizeInput) {
-    if (g.validate() != Status::kSuccess) return 0;
-    if (binarizeInput) {
-        // bit-packed activations uint32 [n, h, w, groups, words]
-        return size_t(g.n) * g.h * g.w * g.groups * binaryWordsPerTap(g.cPerGroup()) * sizeof(uint32_t);
-    }
-    // float input: the +-1 weights unpacked to `dtype` as a [m, cPerGroup * kh * kw] matrix
-    const size_t elem = dtype == DType::kFloat16 ? 2 : 4;
-    return size_t(g.m) * g.cPerGroup() * g.kh * g.kw * elem;
-}
-
 void binaryPackWeightsHost(const ConvGeometry& g, const float* w, int32_t* packed) {
     const int32_t cg = g.cPerGroup(), nw = binaryWordsPerTap(cg), taps = g.kh * g.kw;
     for (int32_t m = 0; m < g.m; ++m)

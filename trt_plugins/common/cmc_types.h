@@ -51,6 +51,37 @@ size_t adderConvForwardWorkspaceSize(const ConvGeometry& g, DType dtype);
 size_t adderConvBackwardWorkspaceSize(const ConvGeometry& g);
 size_t binaryConvForwardWorkspaceSize(const ConvGeometry& g, DType dtype, bool binarizeInput);
 
+// ---- BinaryConv packed activations, prepared weights, kernel choice (see cmc_kernels.h) -----------
+// Words per pixel of packed activations: 4 * ceil(c / 128) (128-bit aligned), 0 for c <= 0.
+int32_t binaryPackedWordsPerPixel(int32_t c);
+
+struct BinaryIO {
+    bool inputPacked = false;   // x is int32 [n, h, w, binaryPackedWordsPerPixel(c)]
+    bool outputPacked = false;  // y is int32 [n, ho, wo, binaryPackedWordsPerPixel(m)]
+};
+
+enum class BinaryKernel : int32_t {
+    kAuto = 0,      // binaryConvChooseKernel's rule on the current device
+    kPopcount = 1,  // XNOR/popcount implicit GEMM on CUDA cores (any sm; groups; the float-input path)
+    kBmma = 2,      // bit tensor cores, mma.sync m16n8k256 .b1 AND-popc (sm_80+, group 1)
+};
+
+// Bytes of the prepared weights for g (only m, c, groups, kh, kw matter); 0 for an invalid g.
+size_t binaryConvPreparedWeightsSize(const ConvGeometry& g);
+
+// Whether the BMMA kernel can run the geometry at all (group 1, kh*kw <= 64, rectangle table of at
+// most 4096 entries per filter, tensor sizes within the 32-bit index limits).
+bool binaryBmmaSupportsGeometry(const ConvGeometry& g);
+
+// The kernel choice rule (provisional, to be re-tuned from GPU measurements; trt_plugins/KERNELS.md):
+// kBmma when binarizeInput, smVersion >= 80 (e.g. 87 for sm_87), binaryBmmaSupportsGeometry(g) and
+// cPerGroup >= 64; kPopcount otherwise (the float-input path when !binarizeInput is reported as
+// kPopcount: the one non-BMMA family).
+BinaryKernel binaryConvChooseKernel(const ConvGeometry& g, bool binarizeInput, int32_t smVersion);
+
+// Workspace of binaryConvForwardEx: the maximum over the kernels it may choose (device independent).
+size_t binaryConvForwardExWorkspaceSize(const ConvGeometry& g, DType dtype, bool binarizeInput, BinaryIO io);
+
 // ---- host-side helpers (plain C++; used by the launchers and by the CPU unit tests) -------------
 
 // kUnsupported when a tensor of the geometry has 2^31 or more elements (the kernels index with

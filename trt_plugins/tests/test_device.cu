@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -83,6 +84,112 @@ std::vector<double> adderRaw(const cmc::ConvGeometry& g, const std::vector<float
                     a[((size_t(n) * g.m + m) * ho + i) * wo + j] = s;
                 }
     return a;
+}
+
+// BinaryConv through the prepared-weight API on every kernel the device has (popcount; BMMA on
+// sm_80+), unpacked and packed output, and packed activations: raw +-1 sums (scale 1, shift 0) must
+// equal the host loop exactly, packed bits must be the signs of the unpacked output.
+void testBinaryPreparedKernels() {
+    cmc::ConvGeometry g;
+    g.n = 3; g.c = 70; g.h = 9; g.w = 11; g.m = 40; g.kh = 3; g.kw = 2;
+    g.strideH = 2; g.strideW = 1; g.padTop = 1; g.padLeft = 0; g.padBottom = 2; g.padRight = 1;
+    g.dilationH = 1; g.dilationW = 2; g.groups = 1;
+    const int ho = g.outH(), wo = g.outW(), nw = cmc::binaryWordsPerTap(g.c);
+    const size_t xN = size_t(g.n) * g.c * g.h * g.w, yN = size_t(g.n) * g.m * ho * wo;
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    std::vector<float> x(xN), w(size_t(g.m) * g.c * g.kh * g.kw), ones(g.m, 1.0f), zeros(g.m, 0.0f);
+    for (auto& v : x) v = uni(rng);
+    for (size_t i = 0; i < x.size(); i += 5) x[i] = 0.0f;
+    for (auto& v : w) v = uni(rng);
+    std::vector<double> want(yN, 0.0);
+    for (int n = 0; n < g.n; ++n)
+        for (int m = 0; m < g.m; ++m)
+            for (int i = 0; i < ho; ++i)
+                for (int j = 0; j < wo; ++j) {
+                    double acc = 0;
+                    for (int c = 0; c < g.c; ++c)
+                        for (int p = 0; p < g.kh; ++p)
+                            for (int q = 0; q < g.kw; ++q) {
+                                const int ih = i * g.strideH - g.padTop + p * g.dilationH;
+                                const int iw = j * g.strideW - g.padLeft + q * g.dilationW;
+                                if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) continue;
+                                const double xv = x[((size_t(n) * g.c + c) * g.h + ih) * g.w + iw] >= 0 ? 1.0 : -1.0;
+                                const double wv = w[((size_t(m) * g.c + c) * g.kh + p) * g.kw + q] >= 0 ? 1.0 : -1.0;
+                                acc += xv * wv;
+                            }
+                    want[((size_t(n) * g.m + m) * ho + i) * wo + j] = acc;
+                }
+    std::vector<int32_t> wp(size_t(g.m) * g.kh * g.kw * nw);
+    cmc::binaryPackWeightsHost(g, w.data(), wp.data());
+    float *dx = upload(x), *dOnes = upload(ones), *dZeros = upload(zeros), *dy = nullptr;
+    int32_t* dwp = upload(wp);
+    CUDA_OK(cudaMalloc(&dy, yN * sizeof(float)));
+    void* prep = nullptr;
+    CUDA_OK(cudaMalloc(&prep, cmc::binaryConvPreparedWeightsSize(g)));
+    expect(cmc::binaryConvPrepareWeights(g, dwp, prep, 0) == cmc::Status::kSuccess, "binaryConvPrepareWeights", 0.0);
+    const int wppIn = cmc::binaryPackedWordsPerPixel(g.c), wppOut = cmc::binaryPackedWordsPerPixel(g.m);
+    int32_t *dxp = nullptr, *dyp = nullptr;
+    CUDA_OK(cudaMalloc(&dxp, size_t(g.n) * g.h * g.w * wppIn * 4));
+    CUDA_OK(cudaMalloc(&dyp, size_t(g.n) * ho * wo * wppOut * 4));
+    expect(cmc::binaryPackActivations(g.n, g.c, g.h, g.w, cmc::DType::kFloat32, dx, dxp, 0) == cmc::Status::kSuccess,
+           "binaryPackActivations", 0.0);
+    cmc::Epilogue ep{dOnes, dZeros, false};
+    int dev = 0, major = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    const cmc::BinaryKernel kernels[] = {cmc::BinaryKernel::kPopcount, cmc::BinaryKernel::kBmma};
+    for (cmc::BinaryKernel k : kernels) {
+        if (k == cmc::BinaryKernel::kBmma && major < 8) continue;
+        const char* kname = k == cmc::BinaryKernel::kBmma ? "BMMA" : "popcount";
+        for (int inPacked = 0; inPacked < 2; ++inPacked) {
+            cmc::BinaryIO io;
+            io.inputPacked = inPacked != 0;
+            const size_t wsBytes = cmc::binaryConvForwardExWorkspaceSize(g, cmc::DType::kFloat32, true, io);
+            void* ws = nullptr;
+            CUDA_OK(cudaMalloc(&ws, std::max<size_t>(wsBytes, 1)));
+            const void* xin = inPacked ? static_cast<const void*>(dxp) : static_cast<const void*>(dx);
+            cmc::Status s = cmc::binaryConvForwardWith(k, g, cmc::DType::kFloat32, true, io, xin, prep, ep, dy, ws, wsBytes, 0);
+            CUDA_OK(cudaDeviceSynchronize());
+            auto y = download(dy, yN);
+            bool exact = s == cmc::Status::kSuccess;
+            for (size_t i = 0; i < yN; ++i) exact = exact && double(y[i]) == want[i];
+            char what[96];
+            std::snprintf(what, sizeof(what), "binary %s%s raw sums exact", kname, inPacked ? " (packed in)" : "");
+            expect(exact, what, 0.0);
+            io.outputPacked = true;
+            const size_t wsBytes2 = cmc::binaryConvForwardExWorkspaceSize(g, cmc::DType::kFloat32, true, io);
+            void* ws2 = nullptr;
+            CUDA_OK(cudaMalloc(&ws2, std::max<size_t>(wsBytes2, 1)));
+            s = cmc::binaryConvForwardWith(k, g, cmc::DType::kFloat32, true, io, xin, prep, ep, dyp, ws2, wsBytes2, 0);
+            CUDA_OK(cudaDeviceSynchronize());
+            auto yp = download(dyp, size_t(g.n) * ho * wo * wppOut);
+            bool bits = s == cmc::Status::kSuccess;
+            for (int n = 0; n < g.n; ++n)
+                for (int m = 0; m < g.m; ++m)
+                    for (int r = 0; r < ho * wo; ++r) {
+                        const uint32_t word = uint32_t(yp[(size_t(n) * ho * wo + r) * wppOut + m / 32]);
+                        bits = bits && int((word >> (m % 32)) & 1u) == (want[(size_t(n) * g.m + m) * ho * wo + r] >= 0 ? 1 : 0);
+                    }
+            for (size_t pix = 0; pix < size_t(g.n) * ho * wo; ++pix)  // channels 40..127 are pad bits
+                bits = bits && (uint32_t(yp[pix * wppOut + 1]) >> 8) == 0u && yp[pix * wppOut + 2] == 0 && yp[pix * wppOut + 3] == 0;
+            std::snprintf(what, sizeof(what), "binary %s%s packed out = signs", kname, inPacked ? " (packed in)" : "");
+            expect(bits, what, 0.0);
+            cudaFree(ws);
+            cudaFree(ws2);
+        }
+    }
+    // flags that cannot go together, and a forced BMMA where it cannot run
+    cmc::BinaryIO bad;
+    bad.inputPacked = true;
+    expect(cmc::binaryConvForwardEx(g, cmc::DType::kFloat32, false, bad, dxp, prep, ep, dy, nullptr, 0, 0) ==
+               cmc::Status::kInvalidArgument, "packed input without binarize rejected", 0.0);
+    if (major < 8)
+        expect(cmc::binaryConvForwardWith(cmc::BinaryKernel::kBmma, g, cmc::DType::kFloat32, true, cmc::BinaryIO{}, dx,
+                                          prep, ep, dy, nullptr, 0, 0) == cmc::Status::kUnsupported,
+               "BMMA refused below sm_80", 0.0);
+    cudaFree(dx); cudaFree(dOnes); cudaFree(dZeros); cudaFree(dy); cudaFree(dwp); cudaFree(prep);
+    cudaFree(dxp); cudaFree(dyp);
 }
 
 }  // namespace
@@ -239,6 +346,7 @@ int main() {
                "invalid geometry rejected", 0.0);
     }
     cudaFree(dx); cudaFree(dw); cudaFree(dscale); cudaFree(dshift); cudaFree(dy);
+    testBinaryPreparedKernels();
     std::printf("cmc device tests: %d failed\n", gFailed);
     return gFailed == 0 ? 0 : 1;
 }

@@ -149,9 +149,14 @@ void testWordsAndWorkspace() {
     CHECK(cmc::binaryWordsPerTap(64) == 2);
     CHECK(cmc::binaryWordsPerTap(65) == 3);
     auto g = geom(2, 66, 5, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2);  // cg = 33 -> 2 words per group
-    CHECK(cmc::binaryConvForwardWorkspaceSize(g, cmc::DType::kFloat32, true) == size_t(2 * 5 * 7 * 2 * 2 * 4));
-    CHECK(cmc::binaryConvForwardWorkspaceSize(g, cmc::DType::kFloat32, false) == size_t(8 * 33 * 9 * 4));
-    CHECK(cmc::binaryConvForwardWorkspaceSize(g, cmc::DType::kFloat16, false) == size_t(8 * 33 * 9 * 2));
+    // binaryConvForward's workspace: the prepared weights (here only the contract copy, 8*9*2 words:
+    // groups > 1 has no BMMA part), then the Ex workspace; every region 256-byte aligned
+    auto up = [](size_t v) { return (v + 255) / 256 * 256; };
+    const size_t prepared = up(8 * 9 * 2 * 4);
+    CHECK(cmc::binaryConvPreparedWeightsSize(g) == prepared);
+    CHECK(cmc::binaryConvForwardWorkspaceSize(g, cmc::DType::kFloat32, true) == prepared + up(2 * 5 * 7 * 2 * 2 * 4));
+    CHECK(cmc::binaryConvForwardWorkspaceSize(g, cmc::DType::kFloat32, false) == prepared + up(8 * 33 * 9 * 4));
+    CHECK(cmc::binaryConvForwardWorkspaceSize(g, cmc::DType::kFloat16, false) == prepared + up(8 * 33 * 9 * 2));
     CHECK(cmc::adderConvForwardWorkspaceSize(g, cmc::DType::kFloat32) == 0);
     CHECK(cmc::adderConvBackwardWorkspaceSize(g) >= sizeof(double));
     auto bad = g; bad.groups = 4;

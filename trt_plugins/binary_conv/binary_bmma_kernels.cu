@@ -1,0 +1,411 @@
+// BinaryConv on bit tensor cores (sm_80+): mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc
+// as an implicit GEMM, M = output channels, N = output pixels (n, oh, ow), K = (tap, 128-bit chunk)
+// items of the packed input, paired two per 256-bit k-step. Hopper has no XOR form of the b1 MMA,
+// so the exact +-1 dot product is rebuilt from AND-popcounts (cmc_binary_layout.h, top):
+//     B = 4 * popc(a & w) - 2 * P_a(pixel) - 2 * P_b(filter, valid-tap rectangle) + Cg * nValid.
+// Every index function (k-step walk, B gather, A fragment order, column terms, epilogue, packed
+// output bits) is the __host__ __device__ code of cmc_binary_layout.h that the CPU model
+// (trt_plugins/tests/bmma_model.cpp) runs lane by lane against a +-1 convolution.
+//
+// Also here: packing / unpacking of activations, the weight preparation, and the P_a pre-pass.
+//
+// The kernel keeps no shared memory: each warp loads its A fragments (one 16-byte load per 16-row
+// tile and k-step, in fragment order, coalesced) and its B words (one 32-bit load per 8-column tile,
+// half and lane, gathered from the packed NHWC input through L1) straight into registers, with the
+// next k-step's loads issued before the current MMAs. Tile shapes are provisional (no GPU has timed
+// them yet; see trt_plugins/KERNELS.md).
+#include <atomic>
+#include <cstdint>
+
+#include "binary_conv_internal.cuh"
+#include "cmc_cuda_common.cuh"
+
+namespace cmc {
+namespace detail {
+namespace {
+
+constexpr int kPackThreads = 256;
+
+int packGrid(int64_t total) {
+    const int64_t blocks = (total + kPackThreads - 1) / kPackThreads;
+    return static_cast<int>(blocks < (1 << 16) ? (blocks > 0 ? blocks : 1) : (1 << 16));
+}
+
+// x NCHW -> packed [n, h, w, wpp]: one thread per output word, hw fastest so that the 32 channel
+// reads of a warp are coalesced.
+template <typename T>
+__global__ void __launch_bounds__(kPackThreads)
+packActivationsKernel(int32_t n, int32_t c, int32_t hw, int32_t wpp, const T* __restrict__ x, uint32_t* __restrict__ xp) {
+    const int64_t total = static_cast<int64_t>(n) * wpp * hw;
+    for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+         idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int32_t hwI = static_cast<int32_t>(idx % hw);
+        const int64_t rest = idx / hw;
+        const int32_t k = static_cast<int32_t>(rest % wpp);
+        const int32_t nn = static_cast<int32_t>(rest / wpp);
+        const int32_t cnt = min(32, max(0, c - 32 * k));
+        const T* src = x + (static_cast<int64_t>(nn) * c + 32 * k) * hw + hwI;
+        uint32_t word = 0;
+        for (int32_t b = 0; b < cnt; ++b)
+            if (toFloat<T>(src[static_cast<int64_t>(b) * hw]) >= 0.0f) word |= 1u << b;
+        xp[(static_cast<int64_t>(nn) * hw + hwI) * wpp + k] = word;
+    }
+}
+
+// packed -> NCHW +-1, one thread per element (hw fastest: coalesced writes).
+template <typename T>
+__global__ void __launch_bounds__(kPackThreads)
+unpackActivationsKernel(int32_t n, int32_t c, int32_t hw, int32_t wpp, const uint32_t* __restrict__ xp, T* __restrict__ x) {
+    const int64_t total = static_cast<int64_t>(n) * c * hw;
+    for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+         idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int32_t hwI = static_cast<int32_t>(idx % hw);
+        const int64_t rest = idx / hw;
+        const int32_t ch = static_cast<int32_t>(rest % c);
+        const int32_t nn = static_cast<int32_t>(rest / c);
+        const uint32_t word = xp[(static_cast<int64_t>(nn) * hw + hwI) * wpp + (ch >> 5)];
+        x[idx] = fromFloat<T>(((word >> (ch & 31)) & 1u) ? 1.0f : -1.0f);
+    }
+}
+
+// The prepared weights: contract copy (tail bits masked), A fragments, rectangle popcount table.
+__global__ void __launch_bounds__(kPackThreads)
+prepareWeightsKernel(bits::PreparedLayout L, bits::BmmaPlan pl, int32_t m, int32_t cg, int32_t kh, int32_t kw,
+                     const uint32_t* __restrict__ w, unsigned char* __restrict__ out) {
+    const int32_t nw = (cg + 31) / 32;
+    const int64_t total = L.contractWords + L.fragWords + L.tableEntries;
+    uint32_t* contract = reinterpret_cast<uint32_t*>(out + L.contractOff);
+    uint32_t* frag = reinterpret_cast<uint32_t*>(out + L.fragOff);
+    int32_t* table = reinterpret_cast<int32_t*>(out + L.tableOff);
+    for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+         idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        if (idx < L.contractWords) {
+            contract[idx] = w[idx] & bits::channelMask(cg, static_cast<int32_t>(idx % nw));
+        } else if (idx < L.contractWords + L.fragWords) {
+            const int64_t f = idx - L.contractWords;  // = fragWordIndex(mt, s, lane, r)
+            const int32_t r = static_cast<int32_t>(f & 3);
+            const int32_t lane = static_cast<int32_t>((f >> 2) & 31);
+            const int64_t ms = f >> 7;
+            const int32_t s = static_cast<int32_t>(ms % pl.kSteps);
+            const int32_t mt = static_cast<int32_t>(ms / pl.kSteps);
+            frag[f] = bits::bmmaPreparedAWord(pl, m, cg, w, mt, s, lane, r);
+        } else {
+            const int64_t t = idx - L.contractWords - L.fragWords;  // = rectTableIndex(row, rp, rq)
+            const int32_t rq = static_cast<int32_t>(t % pl.rangesW);
+            const int64_t rest = t / pl.rangesW;
+            const int32_t rp = static_cast<int32_t>(rest % pl.rangesH);
+            const int32_t row = static_cast<int32_t>(rest / pl.rangesH);
+            table[t] = bits::bmmaRectPopcount(pl, cg, kh, kw, w, row, rp, rq);
+        }
+    }
+}
+
+// P_a per output pixel (the popcount of the real channel bits over its valid taps).
+__global__ void __launch_bounds__(kPackThreads)
+pixelPopcountKernel(bits::BmmaDims d, const uint32_t* __restrict__ xp, int32_t* __restrict__ popA) {
+    for (int32_t pix = blockIdx.x * blockDim.x + threadIdx.x; pix < d.pixOut; pix += gridDim.x * blockDim.x)
+        popA[pix] = bits::bmmaPixelPopcount(d, xp, pix);
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void mmaAndPopc(int32_t (&c)[4], const uint4& a, const uint32_t (&b)[2]) {
+    asm("mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+// One warp computes WM 16-row tiles x WN 8-column tiles; a block holds WARPS_M x WARPS_N warps.
+// WM is even, so a warp's rows are whole 32-channel words of a packed output.
+template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N)
+binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __restrict__ x,
+                     const uint4* __restrict__ frag, const int32_t* __restrict__ table,
+                     const int32_t* __restrict__ popA, const float* __restrict__ scale,
+                     const float* __restrict__ shift, bool relu, void* __restrict__ yOut) {
+    static_assert(WM % 2 == 0, "warp tiles must cover whole 32-row words");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int mt0 = (blockIdx.y * WARPS_M + warp % WARPS_M) * WM;          // first 16-row tile
+    const int col0 = (blockIdx.x * WARPS_N + warp / WARPS_M) * (WN * 8);   // first pixel
+    if (mt0 >= pl.mTiles || col0 >= d.pixOut) return;  // warp-uniform; the kernel has no block barrier
+
+    bits::BmmaColumn cols[WN];
+#pragma unroll
+    for (int nt = 0; nt < WN; ++nt) cols[nt] = bits::bmmaColumn(d, col0 + nt * 8 + (lane >> 2));
+
+    const uint4* aBase = frag + static_cast<int64_t>(mt0) * pl.kSteps * 32 + lane;
+    uint4 a[WM], an[WM];
+    uint32_t b[WN][2], bn[WN][2];
+    auto loadA = [&](int s, uint4 (&dst)[WM]) {
+#pragma unroll
+        for (int mt = 0; mt < WM; ++mt)
+            dst[mt] = (mt0 + mt < pl.mTiles) ? bits::loadRO(aBase + (static_cast<int64_t>(mt) * pl.kSteps + s) * 32)
+                                             : make_uint4(0u, 0u, 0u, 0u);
+    };
+    auto loadB = [&](const bits::BmmaStepIter& it, uint32_t (&dst)[WN][2]) {
+        const uint32_t off0 = bits::bmmaItemOffset(d, it.p[0], it.q[0], it.item[0].chunk);
+        const uint32_t off1 = bits::bmmaItemOffset(d, it.p[1], it.q[1], it.item[1].chunk);
+#pragma unroll
+        for (int nt = 0; nt < WN; ++nt) {
+            dst[nt][0] = bits::bmmaBWord(x, cols[nt], it.item[0], off0, lane);
+            dst[nt][1] = bits::bmmaBWord(x, cols[nt], it.item[1], off1, lane);
+        }
+    };
+
+    int32_t acc[WM][WN][4];
+#pragma unroll
+    for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < WN; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0;
+
+    bits::BmmaStepIter it;
+    it.start(pl, d.kw);
+    loadA(0, a);
+    loadB(it, b);
+    for (int s = 0; s < pl.kSteps; ++s) {
+        const bool more = s + 1 < pl.kSteps;
+        if (more) {  // next k-step's loads in flight while this one's MMAs run
+            it.next(pl, d.kw);
+            loadA(s + 1, an);
+            loadB(it, bn);
+        }
+#pragma unroll
+        for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < WN; ++nt) mmaAndPopc(acc[mt][nt], a[mt], b[nt]);
+        if (more) {
+#pragma unroll
+            for (int mt = 0; mt < WM; ++mt) a[mt] = an[mt];
+#pragma unroll
+            for (int nt = 0; nt < WN; ++nt) {
+                b[nt][0] = bn[nt][0];
+                b[nt][1] = bn[nt][1];
+            }
+        }
+    }
+
+    // ---- epilogue: B from the AND-popcounts, then act(scale * B + shift) ----
+    const int32_t tableRow = pl.rangesH * pl.rangesW;
+#pragma unroll
+    for (int nt = 0; nt < WN; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int32_t pix = col0 + nt * 8 + bits::fragCCol(lane, e);
+            const bool colOk = pix < d.pixOut;
+            bits::BmmaColumnTerms t;
+            int32_t colTerm = 0;
+            if (colOk) {
+                t = bits::bmmaColumnTerms(d, pl, pix);
+                colTerm = bits::bmmaColumnTerm(d.c, t.nValid, bits::loadRO(popA + pix));
+            }
+            if (!PACKED_OUT) {
+                if (!colOk) continue;
+                T* y = static_cast<T*>(yOut) + static_cast<int64_t>(t.nImg) * d.m * d.howo + t.r;
+#pragma unroll
+                for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+                    for (int hh = 0; hh < 2; ++hh) {
+                        const int i = 2 * hh + e;
+                        const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, i);
+                        if (row >= d.m) continue;
+                        const int32_t popB = bits::loadRO(table + static_cast<int64_t>(row) * tableRow + t.rect);
+                        const int32_t dot = bits::bmmaDot(acc[mt][nt][i], popB, colTerm);
+                        const float v = bits::bmmaEpilogue(dot, bits::loadRO(scale + row), bits::loadRO(shift + row), relu);
+                        y[static_cast<int64_t>(row) * d.howo] = fromFloat<T>(v);
+                    }
+            } else {
+                uint32_t* y = static_cast<uint32_t*>(yOut);
+                const int32_t realWords = (d.m + 31) / 32;
+                const int32_t w0 = mt0 / 2;
+#pragma unroll
+                for (int wi = 0; wi < WM / 2; ++wi) {
+                    uint32_t part = 0;
+#pragma unroll
+                    for (int q = 0; q < 2; ++q)
+#pragma unroll
+                        for (int hh = 0; hh < 2; ++hh) {
+                            const int mt = 2 * wi + q, i = 2 * hh + e;
+                            const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, i);
+                            if (!colOk || row >= d.m) continue;
+                            const int32_t popB = bits::loadRO(table + static_cast<int64_t>(row) * tableRow + t.rect);
+                            const int32_t dot = bits::bmmaDot(acc[mt][nt][i], popB, colTerm);
+                            const float v = bits::bmmaEpilogue(dot, bits::loadRO(scale + row), bits::loadRO(shift + row), relu);
+                            // the sign of the value as the unpacked output would hold it (rounded to T)
+                            if (toFloat<T>(fromFloat<T>(v)) >= 0.0f) part |= 1u << bits::packedOutBit(mt0 + mt, lane, i);
+                        }
+                    // OR over the 8 lanes sharing threadID_in_group (lane bits 2..4): every lane takes part
+                    part |= __shfl_xor_sync(0xffffffffu, part, 4);
+                    part |= __shfl_xor_sync(0xffffffffu, part, 8);
+                    part |= __shfl_xor_sync(0xffffffffu, part, 16);
+                    const int32_t word = w0 + wi;
+                    if ((lane >> 2) == 0 && colOk && word < d.wppOut) y[static_cast<int64_t>(pix) * d.wppOut + word] = part;
+                }
+                // pad words after this warp's words, written by the warp that holds the last real word
+                if ((lane >> 2) == 0 && colOk && w0 <= realWords - 1 && realWords - 1 < w0 + WM / 2)
+                    for (int32_t word = w0 + WM / 2; word < d.wppOut; ++word) y[static_cast<int64_t>(pix) * d.wppOut + word] = 0u;
+            }
+        }
+#else
+    __trap();  // never launched: bmmaCodeForCurrentDevice() keeps pre-sm_80 code off this kernel
+#endif
+}
+
+template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT>
+Status launchConfig(const bits::BmmaDims& d, const bits::BmmaPlan& pl, const uint32_t* xp, const uint4* frag,
+                    const int32_t* table, const int32_t* popA, const Epilogue& ep, void* y, cudaStream_t stream) {
+    const int64_t colsPerBlock = int64_t(WARPS_N) * WN * 8, tilesPerBlock = int64_t(WARPS_M) * WM;
+    const int64_t gx = (d.pixOut + colsPerBlock - 1) / colsPerBlock, gy = (pl.mTiles + tilesPerBlock - 1) / tilesPerBlock;
+    if (gx > 0x7fffffff || gy > 65535) return Status::kUnsupported;
+    const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+    binaryBmmaConvKernel<WM, WN, WARPS_M, WARPS_N, T, PACKED_OUT><<<grid, 32 * WARPS_M * WARPS_N, 0, stream>>>(
+        d, pl, xp, frag, table, popA, ep.scale, ep.shift, ep.relu, y);
+    return launchStatus();
+}
+
+// Tile shape by the number of 16-row tiles (provisional): M <= 32: 1 x 4 warps of 32 x 64;
+// M <= 64: 1 x 4 warps of 64 x 32; larger: 2 x 2 warps of 64 x 32.
+template <typename T, bool PACKED_OUT>
+Status launchBmmaConv(const bits::BmmaDims& d, const bits::BmmaPlan& pl, const uint32_t* xp, const uint4* frag,
+                      const int32_t* table, const int32_t* popA, const Epilogue& ep, void* y, cudaStream_t stream) {
+    if (pl.mTiles <= 2) return launchConfig<2, 8, 1, 4, T, PACKED_OUT>(d, pl, xp, frag, table, popA, ep, y, stream);
+    if (pl.mTiles <= 4) return launchConfig<4, 4, 1, 4, T, PACKED_OUT>(d, pl, xp, frag, table, popA, ep, y, stream);
+    return launchConfig<4, 4, 2, 2, T, PACKED_OUT>(d, pl, xp, frag, table, popA, ep, y, stream);
+}
+
+// The kernel whose attributes tell what code this binary holds for the device.
+const void* probeKernel() {
+    return reinterpret_cast<const void*>(&binaryBmmaConvKernel<2, 8, 1, 4, float, false>);
+}
+
+}  // namespace
+
+int32_t currentSmVersion() {
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return major * 10 + minor;
+}
+
+bool bmmaCodeForCurrentDevice() {
+    constexpr int kMaxDevices = 64;
+    static std::atomic<int> cache[kMaxDevices];  // 0 unknown, 1 yes, 2 no
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    if (dev >= 0 && dev < kMaxDevices) {
+        const int known = cache[dev].load(std::memory_order_relaxed);
+        if (known != 0) return known == 1;
+    }
+    bool ok = currentSmVersion() >= 80;
+    if (ok) {
+        cudaFuncAttributes attr{};
+        if (cudaFuncGetAttributes(&attr, probeKernel()) != cudaSuccess) {
+            cudaGetLastError();
+            ok = false;
+        } else {
+            ok = attr.ptxVersion >= 80 && attr.binaryVersion >= 80;
+        }
+    }
+    if (dev >= 0 && dev < kMaxDevices) cache[dev].store(ok ? 1 : 2, std::memory_order_relaxed);
+    return ok;
+}
+
+Status launchPackActivations(int32_t n, int32_t c, int32_t h, int32_t w, DType dtype, const void* x, uint32_t* xp,
+                             cudaStream_t stream) {
+    const int32_t hw = h * w, wpp = bits::wordsPerPixel(c);
+    const int64_t total = int64_t(n) * wpp * hw;
+    if (dtype == DType::kFloat32)
+        packActivationsKernel<float><<<packGrid(total), kPackThreads, 0, stream>>>(n, c, hw, wpp, static_cast<const float*>(x), xp);
+    else
+        packActivationsKernel<__half><<<packGrid(total), kPackThreads, 0, stream>>>(n, c, hw, wpp, static_cast<const __half*>(x), xp);
+    return launchStatus();
+}
+
+Status launchBmmaForward(const ConvGeometry& g, DType dtype, const uint32_t* xp, const unsigned char* prepared,
+                         int32_t* popA, const Epilogue& ep, bool outputPacked, void* y, cudaStream_t stream) {
+    const bits::BmmaDims d = bits::makeBmmaDims(g);
+    const bits::BmmaPlan pl = bits::makeBmmaPlan(g.m, g.c, g.kh, g.kw);
+    const bits::PreparedLayout L = binaryPreparedLayout(g);
+    if (!L.bmma) return Status::kUnsupported;
+    pixelPopcountKernel<<<packGrid(d.pixOut), kPackThreads, 0, stream>>>(d, xp, popA);
+    if (launchStatus() != Status::kSuccess) return Status::kCudaError;
+    const uint4* frag = reinterpret_cast<const uint4*>(prepared + L.fragOff);
+    const int32_t* table = reinterpret_cast<const int32_t*>(prepared + L.tableOff);
+    if (dtype == DType::kFloat32)
+        return outputPacked ? launchBmmaConv<float, true>(d, pl, xp, frag, table, popA, ep, y, stream)
+                            : launchBmmaConv<float, false>(d, pl, xp, frag, table, popA, ep, y, stream);
+    return outputPacked ? launchBmmaConv<__half, true>(d, pl, xp, frag, table, popA, ep, y, stream)
+                        : launchBmmaConv<__half, false>(d, pl, xp, frag, table, popA, ep, y, stream);
+}
+
+}  // namespace detail
+
+namespace {
+
+Status checkActivationArgs(int32_t n, int32_t c, int32_t h, int32_t w, DType dtype, const void* a, const void* b) {
+    if (n <= 0 || c <= 0 || h <= 0 || w <= 0 || !a || !b) return Status::kInvalidArgument;
+    if (dtype != DType::kFloat32 && dtype != DType::kFloat16) return Status::kInvalidArgument;
+    const int64_t lim = 0x7fffffff;
+    if (int64_t(n) * c * h * w >= lim || int64_t(n) * h * w * bits::wordsPerPixel(c) >= lim) return Status::kUnsupported;
+    return Status::kSuccess;
+}
+
+}  // namespace
+
+Status binaryPackActivations(int32_t n, int32_t c, int32_t h, int32_t w, DType dtype, const void* x, int32_t* xPacked,
+                             cudaStream_t stream) {
+    const Status s = checkActivationArgs(n, c, h, w, dtype, x, xPacked);
+    if (s != Status::kSuccess) return s;
+    if (reinterpret_cast<uintptr_t>(xPacked) % 4 != 0) return Status::kInvalidArgument;
+    return detail::launchPackActivations(n, c, h, w, dtype, x, reinterpret_cast<uint32_t*>(xPacked), stream);
+}
+
+Status binaryUnpackActivations(int32_t n, int32_t c, int32_t h, int32_t w, DType dtype, const int32_t* xPacked, void* x,
+                               cudaStream_t stream) {
+    const Status s = checkActivationArgs(n, c, h, w, dtype, xPacked, x);
+    if (s != Status::kSuccess) return s;
+    if (reinterpret_cast<uintptr_t>(xPacked) % 4 != 0) return Status::kInvalidArgument;
+    const int32_t hw = h * w, wpp = bits::wordsPerPixel(c);
+    const int64_t total = int64_t(n) * c * hw;
+    const uint32_t* xp = reinterpret_cast<const uint32_t*>(xPacked);
+    if (dtype == DType::kFloat32)
+        detail::unpackActivationsKernel<float><<<detail::packGrid(total), detail::kPackThreads, 0, stream>>>(
+            n, c, hw, wpp, xp, static_cast<float*>(x));
+    else
+        detail::unpackActivationsKernel<__half><<<detail::packGrid(total), detail::kPackThreads, 0, stream>>>(
+            n, c, hw, wpp, xp, static_cast<__half*>(x));
+    return detail::launchStatus();
+}
+
+Status binaryConvPrepareWeights(const ConvGeometry& g, const int32_t* wPacked, void* wPrepared, cudaStream_t s) {
+    const Status st = detail::checkGeometry(g);
+    if (st != Status::kSuccess) return st;
+    if (!wPacked || !wPrepared || reinterpret_cast<uintptr_t>(wPrepared) % 16 != 0 ||
+        reinterpret_cast<uintptr_t>(wPacked) % 4 != 0)
+        return Status::kInvalidArgument;
+    const bits::PreparedLayout L = binaryPreparedLayout(g);
+    if (L.total == 0) return Status::kInvalidArgument;
+    // zero first: alignment gaps included, so that the prepared bytes are a pure function of the weights
+    if (cudaMemsetAsync(wPrepared, 0, L.total, s) != cudaSuccess) return Status::kCudaError;
+    const bits::BmmaPlan pl = bits::makeBmmaPlan(g.m, g.cPerGroup(), g.kh, g.kw);
+    const int64_t total = L.contractWords + L.fragWords + L.tableEntries;
+    detail::prepareWeightsKernel<<<detail::packGrid(total), detail::kPackThreads, 0, s>>>(
+        L, pl, g.m, g.cPerGroup(), g.kh, g.kw, reinterpret_cast<const uint32_t*>(wPacked),
+        static_cast<unsigned char*>(wPrepared));
+    return detail::launchStatus();
+}
+
+}  // namespace cmc
