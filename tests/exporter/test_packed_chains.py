@@ -95,6 +95,12 @@ def test_verify_checks_the_unpacked_form_and_packed_equals_unpacked(decisions):
     assert v.passed and v.packed_chains["identical"]
     assert [c["batch"] for c in v.packed_chains["cases"]] == [1, 5]
     assert v.to_dict()["packed_equals_unpacked"]["identical"] is True
+    # Sign flips can only be attributed on the unpacked form: asked on the packed one, it says so.
+    from cmc.exporter.sign_flips import attribute_flips
+
+    x = np.zeros((1, 3, 12, 12), np.float32)
+    with pytest.raises(ValueError, match="unpack_chains"):
+        attribute_flips(user, res.model, {"input": x}, {})
 
 
 def _swap_bit_values(model: onnx.ModelProto) -> onnx.ModelProto:
