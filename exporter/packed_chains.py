@@ -22,23 +22,19 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from cmc.plugins.binary_conv.reference import VARIANTS, packed_words_per_pixel
+
+from .onnx_export import attach_function_bodies, set_cmc_opset
+
 DOMAIN = "com.cmc"
 BASE_OP = "BinaryConv"
 
 
 def _variant_op(input_packed: bool, output_packed: bool) -> str:
-    from cmc.plugins.binary_conv.reference import VARIANTS
-
     for op, c in VARIANTS.items():
         if (c.input_packed, c.output_packed) == (input_packed, output_packed):
             return op
     raise KeyError((input_packed, output_packed))
-
-
-def packed_op_types() -> set[str]:
-    from cmc.plugins.binary_conv.reference import VARIANTS
-
-    return set(VARIANTS)
 
 
 def _int_attr(node: ir.Node, name: str, default: int) -> int:
@@ -85,8 +81,6 @@ def _why_not_packed(node: ir.Node) -> str | None:
 def pack_chains(model: ir.Model) -> dict:
     """Rewrite the packable BinaryConv edges of ``model`` in place; returns the report:
     {"chains": [[layer, ...], ...], "packed_tensors": n, "kept_float": [{"node", "reason"}, ...]}."""
-    from cmc.plugins.binary_conv.reference import packed_words_per_pixel
-
     graph = model.graph
     binaries = [n for n in graph if _is_binary(n)]
     packed_out, kept = [], []
@@ -149,22 +143,16 @@ def _chains(graph: ir.Graph, out_set: set[int]) -> list[list[str]]:
 # ---------------------------------------------------------------- the unpacked form, for verification
 
 def has_packed(model: onnx.ModelProto) -> bool:
-    ops = packed_op_types()
-    return any(n.domain == DOMAIN and n.op_type in ops for n in model.graph.node)
+    return any(n.domain == DOMAIN and n.op_type in VARIANTS for n in model.graph.node)
 
 
 def unpack_chains(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with every packed BinaryConv variant back as ``BinaryConv`` (the graph the
     export had before :func:`pack_chains`): float tensors between the layers, com.cmc version 1 bodies."""
-    from cmc.plugins.binary_conv.reference import VARIANTS
-
-    from .onnx_export import attach_function_bodies, set_cmc_opset
-
-    ops = set(VARIANTS)
     m = copy.deepcopy(model)
     packed_values = set()
     for node in m.graph.node:
-        if node.domain != DOMAIN or node.op_type not in ops:
+        if node.domain != DOMAIN or node.op_type not in VARIANTS:
             continue
         if VARIANTS[node.op_type].output_packed:
             packed_values.add(node.output[0])
