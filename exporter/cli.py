@@ -72,6 +72,9 @@ def export_parser() -> argparse.ArgumentParser:
                    help="batch sizes the parity check runs (default 1,5)")
     p.add_argument("--static-batch", action="store_true", help="export with the batch size fixed to --input-shape's")
     p.add_argument("--no-shrink", action="store_true", help="keep pruned channels instead of removing them")
+    p.add_argument("--no-packed-chains", action="store_true",
+                   help="keep float tensors between binary layers (default: a BinaryConv read only by binarizing "
+                        "BinaryConvs passes its signs on as packed bits)")
     p.add_argument("--accept-deviation", action="store_true",
                    help="let shrinking drop constant channels where that is not exact; the report states the deviation")
     trt = p.add_argument_group("TensorRT (--to trt)")
@@ -152,7 +155,8 @@ def _cmd_export(argv) -> int:
     opts = ExportOptions(model=args.model, to=args.to, arch=args.arch, input_shape=_shape(args.input_shape),
                          out_dir=args.output, verify=not args.no_verify, verify_batches=args.verify_batch,
                          allow_pickle=args.allow_pickle, shrink=not args.no_shrink,
-                         accept_deviation=args.accept_deviation, dynamic_batch=not args.static_batch, trt=trt)
+                         accept_deviation=args.accept_deviation, dynamic_batch=not args.static_batch,
+                         packed_chains=not args.no_packed_chains, trt=trt)
     report = run_export(opts)
     parity = report.get("parity", {})
     if "passed" in parity:

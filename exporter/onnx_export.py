@@ -6,6 +6,8 @@ on the ONNX IR:
 
 * a BatchNormalization (+ Relu) that alone consumes a com.cmc node's output is folded into the
   node's epilogue inputs (scale, shift, activation) — one kernel instead of three;
+* with ``packed_chains``, BinaryConvs whose output only binarizing BinaryConvs read pass it on as
+  packed bits (``cmc.exporter.packed_chains``);
 * every com.cmc node gets ``plugin_version`` / ``plugin_namespace`` for TensorRT's parser;
 * each com.cmc op type gets its model-local function body (attached after export, because the
   exporter's optimiser would inline onnxscript functions).
@@ -43,6 +45,7 @@ class ExportResult:
     dynamic_batch: bool
     folded: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    packed_chains: dict | None = None  # packed_chains.pack_chains' report; None when not asked for
 
     def custom_node_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -128,7 +131,7 @@ def capture(model: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool =
 
 
 def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = True,
-                fold_epilogues: bool = True) -> ExportResult:
+                fold_epilogues: bool = True, packed_chains: bool = False) -> ExportResult:
     if isinstance(model_or_program, torch.export.ExportedProgram):
         ep, dynamic, notes = model_or_program, _has_dynamic_batch(model_or_program), []
     else:
@@ -143,16 +146,22 @@ def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = T
     irm = program.model
     name_cmc_nodes(irm)
     folded = fold_into_epilogues(irm) if fold_epilogues else []
+    chains = None
+    if packed_chains:
+        from .packed_chains import pack_chains
+
+        chains = pack_chains(irm)
     mark_plugin_attributes(irm)
     proto = ir.to_proto(irm)
     attach_function_bodies(proto)
+    set_cmc_opset(proto)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
         raise CmcError(f"exported ONNX fails the ONNX checker: {str(e).splitlines()[0][:300]}") from e
     return ExportResult(model=proto, input_names=[i.name for i in proto.graph.input],
                         output_names=[o.name for o in proto.graph.output], dynamic_batch=dynamic,
-                        folded=folded, notes=notes)
+                        folded=folded, notes=notes, packed_chains=chains)
 
 
 def _has_dynamic_batch(ep) -> bool:
@@ -305,6 +314,20 @@ def attach_function_bodies(proto: onnx.ModelProto):
     versions = {o.domain: o for o in proto.opset_import}
     if used and DOMAIN not in versions:
         proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, 1))
+
+
+def set_cmc_opset(proto: onnx.ModelProto):
+    """Import com.cmc at the version its newest used op needs (1 without packed variants, see the
+    contracts' "version"), so that a consumer that knows only version 1 can tell at once."""
+    need = [by_op_type(n.op_type)["contract"].version for n in proto.graph.node
+            if n.domain == DOMAIN and by_op_type(n.op_type) is not None]
+    imports = [o for o in proto.opset_import if o.domain == DOMAIN]
+    if not need:
+        return
+    if imports:
+        imports[0].version = max(need)
+    else:
+        proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, max(need)))
 
 
 def strip_function_bodies(proto: onnx.ModelProto, op_types=None) -> onnx.ModelProto:

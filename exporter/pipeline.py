@@ -72,6 +72,7 @@ class ExportOptions:
     shrink: bool = True
     accept_deviation: bool = False
     dynamic_batch: bool = True
+    packed_chains: bool = True
     trt: dict = field(default_factory=dict)
 
 
@@ -183,17 +184,22 @@ def run_export(opts: ExportOptions) -> dict:
         steps = Steps()
         reference, deployable, x, report = prepare(opts, steps)
         with steps("export", "ONNX (torch.export + dynamo exporter)"):
-            res = export_onnx(deployable, x, dynamic_batch=opts.dynamic_batch)
+            res = export_onnx(deployable, x, dynamic_batch=opts.dynamic_batch, packed_chains=opts.packed_chains)
             stem = Path(opts.model).stem
             onnx_name = f"{stem}.onnx"
             onnx_path = stage.path(onnx_name)
             onnx_path.write_bytes(res.model.SerializeToString())
             counts = res.custom_node_counts()
             log(f"    com.cmc nodes: {counts or 'none'}; BN/ReLU folded into {len(res.folded)} node(s)")
+            if res.packed_chains and res.packed_chains["chains"]:
+                chains = res.packed_chains["chains"]
+                log(f"    packed chains (1-bit activations between binary layers): {len(chains)} over "
+                    f"{sum(map(len, chains))} layers")
         report["export"] = {
             "onnx": onnx_name, "opset": 18, "dynamic_batch": res.dynamic_batch,
             "custom_nodes": counts, "folded_epilogues": res.folded, "notes": res.notes,
             "inputs": res.input_names, "outputs": res.output_names,
+            "packed_chains": res.packed_chains if opts.packed_chains else {"skipped": "--no-packed-chains"},
         }
         if opts.verify:
             with steps("verify", f"PyTorch vs onnxruntime at batch {','.join(map(str, opts.verify_batches))}"):
@@ -205,8 +211,13 @@ def run_export(opts: ExportOptions) -> dict:
                 if verdict.rounding_flips():
                     log(f"    note: {verdict.rounding_flips()} binarized value(s) lay within float rounding of 0 and took "
                         "another sign than in PyTorch; compared with PyTorch's signs there (see report.json parity)")
+                if verdict.packed_chains is not None:
+                    log("    packed chains vs the unpacked graph (onnxruntime): "
+                        + ("bit for bit identical" if verdict.packed_chains["identical"] else "DIFFERENT"))
             if not verdict.passed:
                 where = (verdict.divergence or {}).get("message", "")
+                if (verdict.divergence or {}).get("kind") == "packed_chains":
+                    raise ParityError(f"parity check failed: {where}")
                 raise ParityError(f"parity check failed: worst error {verdict.worst():.3g} of max|y| > tolerance "
                                   f"{verdict.tolerance:g}" + (f"; {where}" if where else ""))
         else:

@@ -156,6 +156,10 @@ def attribute_flips(torch_model, onnx_model: onnx.ModelProto, feed: dict[str, np
     report.outputs holds max_abs_err / max_abs_ref per output of the forced run otherwise."""
     import onnxruntime as ort
 
+    from .packed_chains import has_packed
+
+    if has_packed(onnx_model):  # the values a packed layer binarizes never leave its function body
+        raise ValueError("the model has packed chains: attribute flips on packed_chains.unpack_chains(model)")
     points = binarization_points(onnx_model)
     if not points:
         return None

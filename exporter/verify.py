@@ -5,6 +5,11 @@ nodes run through their function bodies) on the same seeded inputs at every requ
 The figure per output is max|y_onnx - y_torch| / max|y_torch|, against the contract's tolerance of
 the loosest cmc operator in the model.
 
+A model with packed chains (1-bit activations between binary layers, ``cmc.exporter.packed_chains``)
+is checked in two parts: PyTorch against its unpacked form (the same graph with float tensors between
+the layers, where a sign flip can still be attributed), and the packed model against that unpacked form
+in onnxruntime, which must agree bit for bit.
+
 When parity fails, ``locate_divergence`` names where: first every com.cmc node is re-checked against
 its contract reference on the inputs onnxruntime gave it; then the user's modules are compared,
 in execution order, with the ONNX values their name scopes produced.
@@ -48,10 +53,14 @@ class Verdict:
     cases: list[dict] = field(default_factory=list)
     divergence: dict | None = None
     polygraphy_passed: bool | None = None
+    packed_chains: dict | None = None  # packed model vs its unpacked form (packed_chains.compare_with_unpacked)
 
     def to_dict(self):
-        return {"passed": self.passed, "tolerance": self.tolerance, "polygraphy_passed": self.polygraphy_passed,
-                "cases": self.cases, "first_divergence": self.divergence}
+        d = {"passed": self.passed, "tolerance": self.tolerance, "polygraphy_passed": self.polygraphy_passed,
+             "cases": self.cases, "first_divergence": self.divergence}
+        if self.packed_chains is not None:
+            d["packed_equals_unpacked"] = self.packed_chains
+        return d
 
     def worst(self) -> float:
         """The largest error that counts: with rounding flips forced where that made a case pass."""
@@ -77,7 +86,12 @@ def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_sha
     from polygraphy.comparator import Comparator
     from polygraphy.comparator.compare import SimpleCompareFunc
 
+    from .packed_chains import compare_with_unpacked, has_packed, unpack_chains
+
     _quiet_polygraphy()
+    packed_model = None
+    if has_packed(onnx_model):  # PyTorch is compared with the unpacked form, the packed one with that
+        packed_model, onnx_model = onnx_model, unpack_chains(onnx_model)
     tol = model_tolerance(onnx_model) if tolerance is None else tolerance
     input_name = onnx_model.graph.input[0].name
     output_names = [o.name for o in onnx_model.graph.output]
@@ -117,8 +131,19 @@ def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_sha
     # Polygraphy compares the raw outputs; where a case only passed with rounding flips forced, its
     # plain comparison is expected to fail and the forced one (above) is the verdict.
     verdict = Verdict(passed=bool(ok and (poly or explained)), tolerance=tol, cases=cases, polygraphy_passed=bool(poly))
+    torch_parity = verdict.passed
+    if packed_model is not None:
+        verdict.packed_chains = compare_with_unpacked(packed_model, onnx_model, feeds)
+        verdict.passed &= verdict.packed_chains["identical"]
     if not verdict.passed and locate:
-        verdict.divergence = locate_divergence(torch_model, onnx_model, feeds[0], tol)
+        if not torch_parity:
+            verdict.divergence = locate_divergence(torch_model, onnx_model, feeds[0], tol)
+        if packed_model is not None and not verdict.packed_chains["identical"]:
+            bad = [f"{name} at batch {c['batch']} ({o['differing_values']} value(s))" for c in verdict.packed_chains["cases"]
+                   for name, o in c["outputs"].items() if not o["identical"]]
+            verdict.divergence = {"kind": "packed_chains", "unpacked_form": verdict.divergence,
+                                  "message": "the packed chains do not reproduce the unpacked graph bit for bit: "
+                                             + ", ".join(bad)}
     return verdict
 
 
@@ -189,7 +214,11 @@ def locate_divergence(torch_model, onnx_model, feed, tol) -> dict | None:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute
                  if a.name in entry["contract"].attribute_names}
-        ref = entry["reference"](*args, **attrs)
+        try:
+            ref = entry["reference"](*args, **attrs)
+        except ValueError as e:  # the node's inputs or attributes break its contract (e.g. weight tail bits)
+            return {"kind": "operator", "onnx_node": node.name, "op_type": node.op_type, "module": _module_path(node),
+                    "message": f"{node.op_type} node {node.name} breaks its contract: {e}"}
         got = values[node.output[0]]
         denom = max(float(np.abs(ref).max()), 1e-30)
         err = float(np.abs(ref - got).max()) / denom

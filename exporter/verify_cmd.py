@@ -53,6 +53,15 @@ def junit_xml(verdict: dict, artifact: str) -> bytes:
             ET.SubElement(tc, "system-err").text = (f"passed with rounding flips forced to PyTorch's signs "
                                                    f"(plain rel err {o['rel_err']:.3g})")
         ET.SubElement(tc, "system-out").text = f"max_abs_err={o.get('max_abs_err')} max_abs_ref={o.get('max_abs_ref')}"
+    for c in (verdict.get("packed_equals_unpacked") or {}).get("cases", []):  # packed chains vs the unpacked graph
+        for name, o in c["outputs"].items():
+            tc = ET.SubElement(suite, "testcase", classname=f"cmc.parity.{Path(artifact).name}",
+                               name=f"batch{c['batch']}.{name}.packed_equals_unpacked")
+            suite.set("tests", str(int(suite.get("tests")) + 1))
+            if not o["identical"]:
+                msg = f"packed chains differ from the unpacked graph in {o['differing_values']} value(s)"
+                ET.SubElement(tc, "failure", message=msg).text = msg
+                suite.set("failures", str(int(suite.get("failures")) + 1))
     root = ET.Element("testsuites")
     root.append(suite)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
@@ -91,6 +100,9 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
     log(f"wrote {json_path} and {junit_path}")
     if not v.passed:
         where = (v.divergence or {}).get("message", "")
+        if (v.divergence or {}).get("kind") == "packed_chains":
+            print(f"cmc-export: error: parity check failed for {a.name}: {where}", file=sys.stderr)
+            return 3
         print(f"cmc-export: error: parity check failed for {a.name}: worst error {v.worst():.3g} of max|y| > "
               f"tolerance {v.tolerance:g}" + (f"; {where}" if where else ""), file=sys.stderr)
         return 3

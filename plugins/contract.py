@@ -42,6 +42,16 @@ class Contract:
     def attribute_names(self) -> list[str]:
         return [a.name for a in self.attributes]
 
+    @property
+    def input_packed(self) -> bool:
+        """X is packed 1-bit activations (a packed variant, see ``variants``)."""
+        return self.raw.get("variant", {}).get("input") == "packed"
+
+    @property
+    def output_packed(self) -> bool:
+        """Y is packed 1-bit activations (a packed variant, see ``variants``)."""
+        return self.raw.get("variant", {}).get("output") == "packed"
+
     def tol(self, dtype: str = "float32") -> float:
         return float(self.tolerance[dtype])
 
@@ -77,7 +87,10 @@ class Contract:
 
 @lru_cache(maxsize=None)
 def load(op_folder: str) -> Contract:
-    raw = json.loads((_HERE / op_folder / "contract.json").read_text())
+    return _from_raw(json.loads((_HERE / op_folder / "contract.json").read_text()))
+
+
+def _from_raw(raw: dict) -> Contract:
     attrs = tuple(
         Attribute(**{k: v for k, v in a.items() if k in Attribute.__dataclass_fields__})
         for a in raw["attributes"]
@@ -92,6 +105,46 @@ def load(op_folder: str) -> Contract:
         tolerance=raw["tolerance"],
         raw=raw,
     )
+
+
+@lru_cache(maxsize=None)
+def variants(op_folder: str) -> tuple[Contract, ...]:
+    """The packed-activation variants the folder's contract declares (``packed_activations``), each a
+    Contract of its own: op type, com.cmc version and plugin from the variant, the base attributes with
+    the variant's ``attribute_bounds`` and its ``extra_attributes`` appended, X / Y as the packed layout
+    types them. trt_plugins/cmake/plugins.cmake derives the plugins' field tables by the same rules."""
+    base = json.loads((_HERE / op_folder / "contract.json").read_text())
+    packed = base.get("packed_activations")
+    if not packed:
+        return ()
+    out = []
+    for v in packed["variants"]:
+        raw = {k: val for k, val in base.items() if k != "packed_activations"}
+        raw.update(op_type=v["op_type"], version=int(packed["since_version"]), plugin=dict(v["plugin"]),
+                   variant={"base": base["op_type"], "input": v["input"], "output": v["output"]})
+        attrs = []
+        for a in base["attributes"]:
+            a = dict(a, **v.get("attribute_bounds", {}).get(a["name"], {}))
+            attrs.append(a)
+        known = {a["name"] for a in attrs}
+        for a in v.get("extra_attributes", []):
+            if a["name"] in known:
+                raise ValueError(f"{v['op_type']}: extra attribute {a['name']!r} is already a base attribute")
+            attrs.append(dict(a))
+        unknown = set(v.get("attribute_bounds", {})) - known
+        if unknown:
+            raise ValueError(f"{v['op_type']}: attribute_bounds for unknown attribute(s) {sorted(unknown)}")
+        raw["attributes"] = attrs
+        inputs = [dict(i) for i in base["inputs"]]
+        if v["input"] == "packed":
+            inputs[0] = dict(packed["packed_x"])
+        raw["inputs"] = inputs
+        if v["output"] == "packed":
+            raw["outputs"] = [dict(packed["packed_y"])]
+        elif v["input"] == "packed":
+            raw["outputs"] = [dict(packed["float_y_of_packed_x"])]
+        out.append(_from_raw(raw))
+    return tuple(out)
 
 
 def conv_output_size(size: int, k: int, stride: int, pad_begin: int, pad_end: int, dilation: int) -> int:

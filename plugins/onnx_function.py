@@ -84,6 +84,10 @@ def epilogue(b: Body, acc: str, scale: str, shift: str, like: str) -> str:
     shape = b.const_ints([1, -1, 1, 1])
     s = b.op("CastLike", [b.op("Reshape", [scale, shape]), like])
     t = b.op("CastLike", [b.op("Reshape", [shift, shape]), like])
-    y = b.op("Add", [b.op("Mul", [acc, s]), t])
+    # Mul(s, acc), not Mul(acc, s): onnxruntime's Conv+Mul / Conv+Add fusions (which need the constant
+    # as the Mul's second input) would otherwise fold scale and shift into a constant Conv weight and
+    # round differently from this epilogue, and differently again where the weight is not constant —
+    # a packed chain would no longer equal the unpacked graph bit for bit.
+    y = b.op("Add", [b.op("Mul", [s, acc]), t])
     relu = b.op("Cast", [b.attr_int("activation")], to=onnx.TensorProto.BOOL)
     return b.op("Where", [relu, b.op("Relu", [y]), y])

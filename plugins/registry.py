@@ -1,6 +1,8 @@
 """The operators cmc knows: one entry per folder. Adding an operator = adding its folder + a line here."""
 from __future__ import annotations
 
+from functools import partial
+
 from . import adder_conv, binary_conv
 from .adder_conv import onnx_body as adder_body, op as adder_op, reference as adder_ref, research as adder_research
 from .binary_conv import onnx_body as binary_body, op as binary_op, reference as binary_ref, research as binary_research
@@ -18,6 +20,22 @@ OPERATORS = [
          body=binary_body.build,
          reference=binary_ref.reference,
          recognise=binary_research.recognise),
+]
+
+
+def _no_research_layer(module, facts):
+    return None
+
+
+# BinaryConv's packed-activation variants (binary_conv/contract.json "packed_activations"): op types of
+# their own, made by the exporter's packed-chain pass from BinaryConv nodes, never from a torch op.
+OPERATORS += [
+    dict(contract=variant,
+         decompositions={},
+         body=partial(binary_body.build, op_type=variant.op_type),
+         reference=binary_ref.reference_variant(variant.op_type),
+         recognise=_no_research_layer)
+    for variant in binary_ref.VARIANTS.values()
 ]
 
 

@@ -159,12 +159,20 @@ def prepare_onnx_for_trt(model: onnx.ModelProto | str | os.PathLike, *, check: b
     opsets = {o.domain: o for o in out.opset_import}
     for domain in used_domains:
         versions = {c.version for (d, _), c in plugins.items() if d == domain}
-        version = max(versions) if versions else 1
+        # A missing import gets the version the model's ops need (packed BinaryConv variants: 2).
+        version = max([c.version for (d, op), c in plugins.items() if d == domain and op in stats["plugin_nodes"]],
+                      default=1)
         if domain not in opsets:
             out.opset_import.append(helper.make_opsetid(domain, version))
         elif opsets[domain].version not in versions and versions:
             raise CmcError(f"the model imports {domain} version {opsets[domain].version}; cmc's plugins implement "
                            f"version {sorted(versions)}")
+        else:  # an op newer than the imported version (BinaryConv's packed variants are version 2)
+            newer = sorted({c.op_type for c in plugins.values() if c.domain == domain and c.version > opsets[domain].version
+                            and c.op_type in stats["plugin_nodes"]})
+            if newer:
+                raise CmcError(f"the model imports {domain} version {opsets[domain].version}, but {', '.join(newer)} "
+                               f"exist only from version {max(plugins[(domain, o)].version for o in newer)}")
     if check:
         try:
             onnx.checker.check_model(out)

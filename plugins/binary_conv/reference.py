@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..contract import load, reference_conv
+from ..contract import load, reference_conv, variants
 
 CONTRACT = load("binary_conv")
 WORD_BITS = 32
@@ -56,3 +56,59 @@ def reference(x, w_packed, scale, shift, **attrs) -> np.ndarray:
     xb = binarize(x) if a["binarize_input"] else x
     # Padding after binarization: padded taps read 0 and add nothing.
     return reference_conv(xb, w, scale, shift, a, lambda patch, wv: patch * wv)
+
+
+# ---- packed activations (contract.json "packed_activations"; the variants' contracts: VARIANTS) ----
+
+VARIANTS = {v.op_type: v for v in variants("binary_conv")}
+#: Packed activations are 128-bit aligned per pixel: 4 int32 words per started 128 channels.
+PIXEL_ALIGN_BITS = 128
+
+
+def packed_words_per_pixel(c: int) -> int:
+    return (PIXEL_ALIGN_BITS // WORD_BITS) * ((c + PIXEL_ALIGN_BITS - 1) // PIXEL_ALIGN_BITS)
+
+
+def pack_activations(x) -> np.ndarray:
+    """float [N, C, H, W] -> int32 [N, H, W, packed_words_per_pixel(C)]: bit b (LSB first) of word k is
+    channel 32k+b, 1 where the value is >= 0 (binarize = +1; NaN gives 0 = -1), pad bits 0."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    nw = packed_words_per_pixel(c)
+    bits = np.zeros((n, h, w, nw * WORD_BITS), dtype=np.uint64)
+    with np.errstate(invalid="ignore"):
+        bits[..., :c] = np.transpose(x, (0, 2, 3, 1)) >= 0
+    weights = np.uint64(1) << np.arange(WORD_BITS, dtype=np.uint64)
+    words = (bits.reshape(n, h, w, nw, WORD_BITS) * weights).sum(axis=-1).astype(np.uint32)
+    return words.view(np.int32)
+
+
+def unpack_activations(packed, c: int) -> np.ndarray:
+    """int32 [N, H, W, packed_words_per_pixel(c)] -> float64 +-1 [N, c, H, W] (pad bits ignored)."""
+    words = np.asarray(packed)
+    if words.dtype != np.int32 or words.ndim != 4:
+        raise ValueError(f"packed activations must be int32 [N, H, W, words], got {words.dtype} {list(words.shape)}")
+    if words.shape[3] != packed_words_per_pixel(c):
+        raise ValueError(f"packed activations hold {words.shape[3]} words per pixel; {c} channels need "
+                         f"{packed_words_per_pixel(c)}")
+    w64 = words.view(np.uint32).astype(np.uint64)
+    bits = (w64[..., None] >> np.arange(WORD_BITS, dtype=np.uint64)) & np.uint64(1)
+    bits = bits.reshape(*words.shape[:3], -1)[..., :c]
+    return np.transpose(np.where(bits == 1, 1.0, -1.0), (0, 3, 1, 2))
+
+
+def reference_variant(op_type: str):
+    """The float64 reference of a packed variant: unpack X (packed input), the BinaryConv reference, pack
+    the signs of Y (packed output)."""
+    contract = VARIANTS[op_type]
+
+    def ref(x, w_packed, scale, shift, **attrs):
+        a = contract.normalize(attrs)
+        in_channels = a.pop("in_channels", None)
+        if contract.input_packed:
+            x = unpack_activations(x, in_channels)
+        y = reference(x, w_packed, scale, shift, **a)
+        return pack_activations(y) if contract.output_packed else y
+
+    ref.__name__ = f"reference_{op_type}"
+    return ref

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from cmc.exporter.cli import main
+from cmc.exporter.packed_chains import compare_with_unpacked, unpack_chains
+from cmc.plugins.binary_conv.reference import VARIANTS
 from samples import addernet_resnet20, bnn_nin, spconv_resnet
 
 from .parity import assert_onnx_matches
@@ -44,19 +46,26 @@ def test_export_matches_pytorch_at_batch_1_and_5(name, checkpoints, tmp_path, in
 
     user = _user_model(name, checkpoints[name])
     n_research = sum(isinstance(m, layer_cls) for m in user.modules()) if layer_cls else 0
+    # BinaryConvs between binary layers pass packed bits on (packed chains): their packed op variants.
+    family = {op, *VARIANTS} if op == "BinaryConv" else {op}
     cmc_nodes = [n for n in model.graph.node if n.domain == "com.cmc"]
-    assert len(cmc_nodes) == n_research and all(n.op_type == op for n in cmc_nodes)
+    assert len(cmc_nodes) == n_research and all(n.op_type in family for n in cmc_nodes)
     if op:
-        assert {(f.domain, f.name) for f in model.functions} == {("com.cmc", op)}
+        assert {(f.domain, f.name) for f in model.functions} == {("com.cmc", n.op_type) for n in cmc_nodes}
 
+    # PyTorch against the unpacked form (where rounding flips can be attributed); the packed model must
+    # reproduce that form bit for bit.
+    unpacked = unpack_chains(model)
     for batch in (1, 5):
         x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch + 100))
-        assert_onnx_matches(user, model, x, tol)
+        assert_onnx_matches(user, unpacked, x, tol)
+        assert compare_with_unpacked(model, unpacked, [{"input": x.numpy()}])["identical"]
 
     report = json.loads((out / "report.json").read_text())
     assert report["parity"]["passed"] is True
     assert len(report["converted"]) == n_research
-    assert report["export"]["custom_nodes"] == ({op: n_research} if op else {})
+    assert sum(report["export"]["custom_nodes"].values()) == n_research
+    assert set(report["export"]["custom_nodes"]) <= family
     assert report["artifacts"][f"{name}.onnx"]["bytes"] == onnx_path.stat().st_size
 
 
@@ -82,7 +91,7 @@ def test_binary_weights_are_compact_in_the_onnx_file(checkpoints, tmp_path, in_r
     float_bytes = sum(m.weight.numel() * 4 for m in user.modules() if isinstance(m, bnn_nin.Conv2d_Q))
     inits = {t.name: t for t in model.graph.initializer}
     packed_bytes = sum(onnx.numpy_helper.to_array(inits[n.input[1]]).nbytes
-                       for n in model.graph.node if n.op_type == "BinaryConv")
+                       for n in model.graph.node if n.op_type in {"BinaryConv", *VARIANTS})
     assert packed_bytes * 4 <= float_bytes
 
 

@@ -92,13 +92,15 @@ def test_verify_subcommand_passes_and_writes_json_and_junit(exported, tmp_path, 
     verdict = json.loads(j.read_text())
     assert verdict["passed"] is True and [c["batch"] for c in verdict["cases"]] == [1, 5]
     suite = ET.parse(x).getroot().find("testsuite")
-    assert suite.get("tests") == "2" and suite.get("failures") == "0"
+    # Per batch: PyTorch vs the unpacked form, and the packed chains vs that form (bit for bit).
+    assert suite.get("tests") == "4" and suite.get("failures") == "0"
+    assert verdict["packed_equals_unpacked"]["identical"] is True
 
 
 def test_verify_subcommand_fails_on_a_tampered_artifact(exported, tmp_path, in_repo_root, capsys):
     onnx_path, ckpt = exported
     m = onnx.load(str(onnx_path))
-    node = [n for n in m.graph.node if n.op_type == "BinaryConv"][2]
+    node = [n for n in m.graph.node if n.op_type.startswith("BinaryConv")][2]  # BinaryConv or a packed variant
     init = next(t for t in m.graph.initializer if t.name == node.input[3])  # its shift
     arr = onnx.numpy_helper.to_array(init) + 5.0
     init.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), init.name))

@@ -74,6 +74,46 @@ def test_plugin_contract_ctest(include_dir, tmp_path):
     out = log.read_text()
     assert rc == 0, out[-4000:]
     assert " 0 failed" in out
+    _check_generated_tables(build / "cmc_generated")
+
+
+def _generated_structs(header: Path) -> dict[str, dict]:
+    """The structs of a generated cmc_contract_<op>.h: scalars and field rows, by op type."""
+    import re
+
+    out = {}
+    for m in re.finditer(r"struct (\w+) \{(.*?)\n\};", header.read_text(), re.S):
+        body = m.group(2)
+        scalars = dict(re.findall(r"static constexpr (?:char const\*|int32_t|bool) (k\w+) = ([^;]+);", body))
+        rows = re.findall(r'\{"(\w+)", FieldKind::(\w+), (\d+), (true|false), (\d+), \{([^}]*)\}, (true|false), (-?\d+), '
+                          r'(true|false), (-?\d+)\}', body)
+        out[m.group(1)] = {"scalars": scalars, "rows": rows}
+    return out
+
+
+def _check_generated_tables(gen_dir: Path):
+    """CMake derives the packed variants' field tables from contract.json by the same rules as
+    cmc.plugins.contract.variants: both must give the same plugins and fields."""
+    from cmc.plugins.contract import load, variants
+
+    for folder in ("adder_conv", "binary_conv"):
+        structs = _generated_structs(gen_dir / f"cmc_contract_{folder}.h")
+        contracts = [load(folder), *variants(folder)]
+        assert sorted(structs) == sorted(c.op_type for c in contracts)
+        for c in contracts:
+            st = structs[c.op_type]
+            sc = st["scalars"]
+            assert sc["kPluginName"] == f'"{c.plugin["name"]}"' and sc["kPluginVersion"] == f'"{c.plugin["version"]}"'
+            assert int(sc["kOpsetVersion"]) == c.version
+            assert (sc["kInputPacked"], sc["kOutputPacked"]) == (str(c.input_packed).lower(), str(c.output_packed).lower())
+            assert [r[0] for r in st["rows"]] == c.attribute_names
+            for row, a in zip(st["rows"], c.attributes):
+                name, kind, length, required, nb_default, defaults, has_min, vmin, has_max, vmax = row
+                assert (kind == "kInts") == (a.type == "ints") and required == str(a.required).lower()
+                want_default = [] if a.default is None else (a.default if isinstance(a.default, list) else [a.default])
+                assert [int(v) for v in defaults.split(",") if v.strip()] == want_default
+                assert (has_min == "true", int(vmin) if has_min == "true" else None) == (a.min is not None, a.min)
+                assert (has_max == "true", int(vmax) if has_max == "true" else None) == (a.max is not None, a.max)
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")

@@ -144,6 +144,11 @@ bool ConvPluginBase::checkShapes(ConvShapes const& s, std::string& why) const {
     if (m >= 0 && s.shift >= 0 && s.shift != m) {
         problems.push_back("shift has " + std::to_string(s.shift) + " values, expected M = " + std::to_string(m));
     }
+    if (inputPacked() && s.xWords >= 0 && c > 0 && s.xWords != binaryPackedWordsPerPixel(static_cast<int32_t>(c))) {
+        problems.push_back("packed X has " + std::to_string(s.xWords) + " words per pixel; in_channels = " +
+                           std::to_string(c) + " needs " + std::to_string(binaryPackedWordsPerPixel(static_cast<int32_t>(c))) +
+                           " (4 * ceil(C / 128))");
+    }
     int64_t const ho = outSize(s.x[2], p.kh, p.strideH, p.padTop, p.padBottom, p.dilationH);
     int64_t const wo = outSize(s.x[3], p.kw, p.strideW, p.padLeft, p.padRight, p.dilationW);
     if (ho == 0 || wo == 0) {
@@ -180,9 +185,35 @@ ConvGeometry ConvPluginBase::geometry(int64_t const x[4], int64_t const w[4]) co
     return g;
 }
 
-namespace {
+void ConvPluginBase::logicalX(int64_t const given[4], ConvShapes& s) const {
+    if (!inputPacked()) {
+        for (int32_t d = 0; d < 4; ++d) {
+            s.x[d] = given[d];
+        }
+        s.xWords = -1;
+        return;
+    }
+    // int32 [N, H, W, words]: C is not in the shape (only ceil(C/128) is), it is a field.
+    s.x[0] = given[0];
+    s.x[1] = packedInputChannels();
+    s.x[2] = given[1];
+    s.x[3] = given[2];
+    s.xWords = given[3];
+}
 
-bool shapesFromDims(nvinfer1::Dims const* dims, int32_t nbInputs, ConvShapes& s, std::string& why) {
+bool ConvPluginBase::xTypeOk(DataType t) const noexcept {
+    return inputPacked() ? t == DataType::kINT32 : isFloatType(t);
+}
+
+DataType ConvPluginBase::outputType(DataType x) const noexcept {
+    if (outputPacked()) {
+        return DataType::kINT32;
+    }
+    return inputPacked() ? DataType::kFLOAT : x;
+}
+
+bool ConvPluginBase::shapesFromDims(nvinfer1::Dims const* dims, int32_t nbInputs, ConvShapes& s,
+                                    std::string& why) const {
     for (int32_t i = 0; i < nbInputs; ++i) {
         if (dims[i].nbDims != kRanks[i]) {
             why = "input " + std::to_string(i) + " has rank " + std::to_string(dims[i].nbDims) + ", expected " +
@@ -190,16 +221,16 @@ bool shapesFromDims(nvinfer1::Dims const* dims, int32_t nbInputs, ConvShapes& s,
             return false;
         }
     }
+    int64_t given[4];
     for (int32_t d = 0; d < 4; ++d) {
-        s.x[d] = dims[kInputX].d[d] >= 0 ? dims[kInputX].d[d] : -1;
+        given[d] = dims[kInputX].d[d] >= 0 ? dims[kInputX].d[d] : -1;
         s.w[d] = dims[kInputW].d[d] >= 0 ? dims[kInputW].d[d] : -1;
     }
+    logicalX(given, s);
     s.scale = dims[kInputScale].d[0] >= 0 ? dims[kInputScale].d[0] : -1;
     s.shift = dims[kInputShift].d[0] >= 0 ? dims[kInputShift].d[0] : -1;
     return true;
 }
-
-}  // namespace
 
 int32_t ConvPluginBase::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                         nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept {
@@ -240,8 +271,9 @@ int32_t ConvPluginBase::getOutputDataTypes(DataType* outputTypes, int32_t nbOutp
              std::to_string(nbOutputs));
         return -1;
     }
-    if (!isFloatType(inputTypes[kInputX])) {
-        fail(std::string("X has type ") + dataTypeName(inputTypes[kInputX]) + "; the contract allows float32 or float16");
+    if (!xTypeOk(inputTypes[kInputX])) {
+        fail(std::string("X has type ") + dataTypeName(inputTypes[kInputX]) + "; the contract allows " +
+             (inputPacked() ? "int32 (packed 1-bit activations)" : "float32 or float16"));
         return -1;
     }
     if (!weightTypeSupported(inputTypes[kInputW], inputTypes[kInputX])) {
@@ -256,7 +288,7 @@ int32_t ConvPluginBase::getOutputDataTypes(DataType* outputTypes, int32_t nbOutp
             return -1;
         }
     }
-    outputTypes[0] = inputTypes[kInputX];
+    outputTypes[0] = outputType(inputTypes[kInputX]);
     return 0;
 }
 
@@ -288,10 +320,12 @@ int32_t ConvPluginBase::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32
         auto known = [](nvinfer1::IDimensionExpr const* e) -> int64_t {
             return e->isConstant() ? e->getConstantValue() : -1;
         };
+        int64_t givenX[4];
         for (int32_t d = 0; d < 4; ++d) {
-            s.x[d] = known(inputs[kInputX].d[d]);
+            givenX[d] = known(inputs[kInputX].d[d]);
             s.w[d] = known(inputs[kInputW].d[d]);
         }
+        logicalX(givenX, s);
         s.scale = known(inputs[kInputScale].d[0]);
         s.shift = known(inputs[kInputShift].d[0]);
         std::string why;
@@ -324,14 +358,42 @@ int32_t ConvPluginBase::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32
             }
             return exprBuilder.operation(nvinfer1::DimensionOperation::kSUM, *div, *one);
         };
+        // H and W of X: dims 2, 3 (NCHW) or 1, 2 (packed NHWC words).
+        int32_t const hAxis = inputPacked() ? 1 : 2;
+        nvinfer1::IDimensionExpr const* ho =
+            spatial(inputs[kInputX].d[hAxis], p.kh, p.strideH, p.padTop, p.padBottom, p.dilationH);
+        nvinfer1::IDimensionExpr const* wo =
+            spatial(inputs[kInputX].d[hAxis + 1], p.kw, p.strideW, p.padLeft, p.padRight, p.dilationW);
         outputs[0].nbDims = 4;
         outputs[0].d[0] = inputs[kInputX].d[0];
-        outputs[0].d[1] = inputs[kInputW].d[0];
-        outputs[0].d[2] = spatial(inputs[kInputX].d[2], p.kh, p.strideH, p.padTop, p.padBottom, p.dilationH);
-        outputs[0].d[3] = spatial(inputs[kInputX].d[3], p.kw, p.strideW, p.padLeft, p.padRight, p.dilationW);
-        if (outputs[0].d[2] == nullptr || outputs[0].d[3] == nullptr) {
-            fail("getOutputShapes: the expression builder returned null");
-            return -1;
+        if (outputPacked()) {
+            // [N, Ho, Wo, 4 * ceil(M / 128)]
+            nvinfer1::IDimensionExpr const* m = inputs[kInputW].d[0];
+            nvinfer1::IDimensionExpr const* words =
+                m->isConstant() ? exprBuilder.constant(binaryPackedWordsPerPixel(static_cast<int32_t>(m->getConstantValue())))
+                                : nullptr;
+            if (!m->isConstant()) {
+                nvinfer1::IDimensionExpr const* block = exprBuilder.constant(128);
+                nvinfer1::IDimensionExpr const* four = exprBuilder.constant(4);
+                nvinfer1::IDimensionExpr const* blocks =
+                    block != nullptr ? exprBuilder.operation(nvinfer1::DimensionOperation::kCEIL_DIV, *m, *block) : nullptr;
+                words = blocks != nullptr && four != nullptr
+                            ? exprBuilder.operation(nvinfer1::DimensionOperation::kPROD, *blocks, *four)
+                            : nullptr;
+            }
+            outputs[0].d[1] = ho;
+            outputs[0].d[2] = wo;
+            outputs[0].d[3] = words;
+        } else {
+            outputs[0].d[1] = inputs[kInputW].d[0];
+            outputs[0].d[2] = ho;
+            outputs[0].d[3] = wo;
+        }
+        for (int32_t d = 1; d < 4; ++d) {
+            if (outputs[0].d[d] == nullptr) {
+                fail("getOutputShapes: the expression builder returned null");
+                return -1;
+            }
         }
         return 0;
     } catch (...) {
@@ -351,11 +413,11 @@ bool ConvPluginBase::supportsFormatCombination(int32_t pos, nvinfer1::DynamicPlu
         return false;
     }
     switch (pos) {
-    case kInputX: return isFloatType(d.type);
+    case kInputX: return xTypeOk(d.type);
     case kInputW: return weightTypeSupported(d.type, inOut[kInputX].desc.type);
     case kInputScale:
     case kInputShift: return d.type == DataType::kFLOAT;
-    default: return d.type == inOut[kInputX].desc.type;  // Y
+    default: return d.type == outputType(inOut[kInputX].desc.type);  // Y
     }
 }
 
@@ -418,7 +480,10 @@ int32_t ConvPluginBase::onShapeChange(nvinfer1::PluginTensorDesc const* in, int3
             return -1;
         }
         nvinfer1::Dims const& y = out[0].dims;
-        if (y.nbDims != 4 || y.d[0] != g.n || y.d[1] != g.m || y.d[2] != g.outH() || y.d[3] != g.outW()) {
+        int64_t const expectY[4] = {g.n, outputPacked() ? g.outH() : g.m, outputPacked() ? g.outW() : g.outH(),
+                                    outputPacked() ? binaryPackedWordsPerPixel(g.m) : g.outW()};
+        if (y.nbDims != 4 || y.d[0] != expectY[0] || y.d[1] != expectY[1] || y.d[2] != expectY[2] ||
+            y.d[3] != expectY[3]) {
             fail("onShapeChange: output dims " + dimsString(y) + " do not match the inferred shape");
             return -1;
         }
@@ -453,7 +518,7 @@ int32_t ConvPluginBase::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
         }
         DataType const xt = inputDesc[kInputX].type;
         DataType const wt = inputDesc[kInputW].type;
-        if (!isFloatType(xt) || outputDesc[0].type != xt || !weightTypeSupported(wt, xt) ||
+        if (!xTypeOk(xt) || outputDesc[0].type != outputType(xt) || !weightTypeSupported(wt, xt) ||
             inputDesc[kInputScale].type != DataType::kFLOAT || inputDesc[kInputShift].type != DataType::kFLOAT) {
             fail("enqueue: unsupported type combination");
             return -1;
@@ -483,6 +548,7 @@ nvinfer1::IPluginV3* ConvPluginBase::attachToContext(nvinfer1::IPluginResourceCo
     nvinfer1::IPluginV3* copy = clone();
     if (copy != nullptr && context != nullptr) {
         static_cast<ConvPluginBase*>(copy)->mRecorder = context->getErrorRecorder();
+        static_cast<ConvPluginBase*>(copy)->attached(context);
     }
     return copy;
 }

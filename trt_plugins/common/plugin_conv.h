@@ -63,12 +63,14 @@ ConvParams commonConvParams(FieldValues const& v) {
 
 char const* dataTypeName(nvinfer1::DataType t) noexcept;
 
-// Dimensions as plain numbers; -1 where not known (yet).
+// Dimensions as plain numbers; -1 where not known (yet). `x` is always the logical [N, C, H, W]; a
+// packed X (BinaryConv's packed variants: int32 [N, H, W, words]) keeps its word count in `xWords`.
 struct ConvShapes {
     int64_t x[4] = {-1, -1, -1, -1};
     int64_t w[4] = {-1, -1, -1, -1};
     int64_t scale = -1;
     int64_t shift = -1;
+    int64_t xWords = -1;
 };
 
 class ConvPluginBase : public nvinfer1::IPluginV3,
@@ -134,8 +136,22 @@ protected:
                           void const* wPtr, Epilogue const& ep, void* y, void* workspace, size_t workspaceBytes,
                           cudaStream_t stream) const = 0;
 
+    // Packed 1-bit activations (BinaryConv's packed variants; the defaults are the unpacked contract):
+    // a packed X is int32 [N, H, W, binaryPackedWordsPerPixel(C)] with C = packedInputChannels(), a
+    // packed Y int32 [N, Ho, Wo, binaryPackedWordsPerPixel(M)]; a float Y of a packed X is float32.
+    virtual bool inputPacked() const noexcept { return false; }
+    virtual bool outputPacked() const noexcept { return false; }
+    virtual int32_t packedInputChannels() const noexcept { return -1; }
+    // Called on the copy attachToContext returns (per-context resources such as the GPU allocator).
+    virtual void attached(nvinfer1::IPluginResourceContext* /*context*/) noexcept {}
+
     void fail(std::string const& what) const noexcept;
     ConvGeometry geometry(int64_t const x[4], int64_t const w[4]) const;
+    // X's dims as given (packed or not) -> the logical [N, C, H, W] in `s` (+ s.xWords when packed).
+    void logicalX(int64_t const given[4], ConvShapes& s) const;
+    bool xTypeOk(nvinfer1::DataType t) const noexcept;
+    nvinfer1::DataType outputType(nvinfer1::DataType x) const noexcept;
+    bool shapesFromDims(nvinfer1::Dims const* dims, int32_t nbInputs, ConvShapes& s, std::string& why) const;
 
 private:
     ContractInfo const* mContract;
@@ -147,9 +163,10 @@ private:
     nvinfer1::PluginFieldCollection mSerialFC{};
 };
 
-// The creator of one operator's plugin. PluginT provides
+// The creator of one operator's plugin. PluginT (the plugin class, or a traits type naming it) provides
 //   static ContractInfo const& contractInfo();
-//   static PluginT* create(std::string layerName, FieldValues values, std::string& why);  // nullptr + why on error
+//   static P* create(std::string layerName, FieldValues values, std::string& why);  // nullptr + why on error
+// where P derives from ConvPluginBase.
 template <class PluginT>
 class ConvPluginCreator : public nvinfer1::IPluginCreatorV3One {
 public:
@@ -178,7 +195,7 @@ public:
                 reportError("layer '" + layer + "': " + why);
                 return nullptr;
             }
-            PluginT* plugin = PluginT::create(layer, std::move(values), why);
+            auto* plugin = PluginT::create(layer, std::move(values), why);
             if (plugin == nullptr) {
                 reportError("layer '" + layer + "': " + why);
                 return nullptr;

@@ -42,7 +42,11 @@ CMC_PLUGIN_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) { cmc::p
 CMC_PLUGIN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
     static cmc::plugin::AdderConvPluginCreator adderConv;
     static cmc::plugin::BinaryConvPluginCreator binaryConv;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&adderConv, &binaryConv};
+    static cmc::plugin::BinaryConvPackedOutPluginCreator binaryConvPackedOut;
+    static cmc::plugin::BinaryConvPackedInPluginCreator binaryConvPackedIn;
+    static cmc::plugin::BinaryConvPackedInOutPluginCreator binaryConvPackedInOut;
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&adderConv, &binaryConv, &binaryConvPackedOut,
+                                                                  &binaryConvPackedIn, &binaryConvPackedInOut};
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
 }

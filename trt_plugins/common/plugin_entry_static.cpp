@@ -1,6 +1,6 @@
 // Entry of libcmc_trt_plugins.so, the self-registering variant: loading the library (dlopen,
 // LD_PRELOAD, Polygraphy --plugins, trtexec --staticPlugins, ORT's trt_extra_plugin_lib_paths,
-// DeepStream custom-lib-path, ctypes.CDLL) registers both creators in libnvinfer's global plugin
+// DeepStream custom-lib-path, ctypes.CDLL) registers every creator in libnvinfer's global plugin
 // registry. It exports no getCreators on purpose: IPluginRegistry::loadLibrary and trtexec
 // --dynamicPlugins would then find the creators already registered and fail; use
 // libcmc_trt_plugins_dynamic.so for those.
@@ -50,6 +50,9 @@ private:
 
 Registrar<AdderConvPluginCreator> const gAdderConvRegistrar{};
 Registrar<BinaryConvPluginCreator> const gBinaryConvRegistrar{};
+Registrar<BinaryConvPackedOutPluginCreator> const gBinaryConvPackedOutRegistrar{};
+Registrar<BinaryConvPackedInPluginCreator> const gBinaryConvPackedInRegistrar{};
+Registrar<BinaryConvPackedInOutPluginCreator> const gBinaryConvPackedInOutRegistrar{};
 
 }  // namespace
 }  // namespace plugin

@@ -11,7 +11,9 @@
 //   attachToContext, output types, output shapes through a fake IExprBuilder (constant and symbolic
 //   dimensions), supportsFormatCombination, configurePlugin/onShapeChange validation, and the
 //   rejection of bad fields (missing, unknown, duplicate, wrong type, wrong length, out of range,
-//   null data) reported through the logger / error recorder.
+//   null data) reported through the logger / error recorder. BinaryConv's packed variants
+//   (BinaryConvPackedOut/In/InOut) get the same suite with their layouts: X int32 [N, H, W, 4*ceil(C/128)]
+//   with C from in_channels, Y int32 [N, Ho, Wo, 4*ceil(M/128)] (also for a symbolic M), group 1 only.
 // No CUDA call is made: enqueue and the kernels are exercised only where TensorRT runs.
 #include <dlfcn.h>
 
@@ -211,16 +213,23 @@ std::vector<int32_t> defaultsOf(FieldSpec const& s) {
     return std::vector<int32_t>(s.defaultValue, s.defaultValue + s.nbDefault);
 }
 
-// A valid, non-default value for every field (kernel 3x3, stride 2, pads 1, dilation 1, group 2, ...).
+// A valid, non-default value for every field where the contract allows one (kernel 3x3, stride 2,
+// pads 1, dilation 1, group 2 (1 where the range is 1..1: the packed variants), ...; in_channels 64, the
+// channel count the layout checks below use).
 std::vector<int32_t> sampleValue(FieldSpec const& s) {
     std::string const n = s.name;
     if (n == "kernel_shape") return {3, 3};
     if (n == "strides") return {2, 1};
     if (n == "pads") return {1, 1, 1, 0};
     if (n == "dilations") return {1, 2};
-    if (n == "group") return {2};
-    if (n == "activation") return {1};
-    if (n == "binarize_input") return {0};
+    if (n == "in_channels") return {64};
+    auto inRange = [&s](int32_t v) {
+        v = s.hasMin && v < s.minValue ? s.minValue : v;
+        return s.hasMax && v > s.maxValue ? s.maxValue : v;
+    };
+    if (n == "group") return {inRange(2)};
+    if (n == "activation") return {inRange(1)};
+    if (n == "binarize_input") return {inRange(0)};
     std::vector<int32_t> v(static_cast<size_t>(s.length), s.hasMin ? s.minValue : 0);
     return v;
 }
@@ -310,6 +319,8 @@ DynamicPluginTensorDesc desc(DataType t, std::vector<int64_t> const& dims, Tenso
 struct OpCase {
     ContractInfo const* contract;
     bool binary;
+    bool inputPacked = false;   // BinaryConv's packed variants: X is int32 [N, H, W, words(C)]
+    bool outputPacked = false;  // ... Y is int32 [N, Ho, Wo, words(M)]
     // The W dims for X channels c, M outputs, group g, kernel kh x kw.
     std::vector<int64_t> weightDims(int64_t c, int64_t m, int64_t g, int64_t kh, int64_t kw) const {
         if (binary) {
@@ -318,6 +329,22 @@ struct OpCase {
         return {m, c / g, kh, kw};
     }
     DataType weightType(DataType x) const { return binary ? DataType::kINT32 : x; }
+    // Packed activations: 4 * ceil(C / 128) int32 words per pixel.
+    static int64_t words(int64_t c) { return 4 * ((c + 127) / 128); }
+    std::vector<int64_t> xDims(int64_t n, int64_t c, int64_t h, int64_t w) const {
+        return inputPacked ? std::vector<int64_t>{n, h, w, words(c)} : std::vector<int64_t>{n, c, h, w};
+    }
+    std::vector<int64_t> yDims(int64_t n, int64_t m, int64_t ho, int64_t wo) const {
+        return outputPacked ? std::vector<int64_t>{n, ho, wo, words(m)} : std::vector<int64_t>{n, m, ho, wo};
+    }
+    int32_t hAxis() const { return inputPacked ? 1 : 2; }  // X's H (W is the next axis)
+    bool xTypeOk(DataType t) const {
+        return inputPacked ? t == DataType::kINT32 : (t == DataType::kFLOAT || t == DataType::kHALF);
+    }
+    DataType validX() const { return inputPacked ? DataType::kINT32 : DataType::kFLOAT; }
+    DataType yType(DataType x) const {
+        return outputPacked ? DataType::kINT32 : (inputPacked ? DataType::kFLOAT : x);
+    }
 };
 
 int64_t convOut(int64_t in, int64_t k, int64_t s, int64_t pb, int64_t pe, int64_t d) {
@@ -427,7 +454,7 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
         Field* g = f.find("group");
         if (g != nullptr) {
             g->type = PluginFieldType::kINT64;
-            g->i64 = {2};
+            g->i64 = {g->i32.at(0)};
             PluginPtr p(creator->createPlugin("layer_i64", f.collection(), TensorRTPhase::kBUILD));
             check(p != nullptr, "int64 field accepted");
             g->i64 = {int64_t(1) << 40};
@@ -524,6 +551,15 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
         f.list.push_back(extra);
         expectReject(f, "plugin_namespace", "unknown field");
     }
+    if (op.binary && !op.inputPacked) {
+        // in_channels belongs to the packed-input variants only: an unpacked X gives C itself.
+        Fields f = allFields(c);
+        Field extra;
+        extra.name = "in_channels";
+        extra.i32 = {64};
+        f.list.push_back(extra);
+        expectReject(f, "in_channels", "in_channels on an unpacked-input op");
+    }
     {
         Fields f = allFields(c);
         Field unnamed;
@@ -555,25 +591,34 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
 
     // ---- build-time interface of the full plugin (kernel 3x3, strides [2,1], pads [1,1,1,0],
     //      dilations [1,2], group 2) ----
-    int64_t const kh = 3, kw = 3, sh = 2, sw = 1, pt = 1, pl = 1, pb = 1, pr = 0, dh = 1, dw = 2, g = 2;
+    int64_t const kh = 3, kw = 3, sh = 2, sw = 1, pt = 1, pl = 1, pb = 1, pr = 0, dh = 1, dw = 2;
+    int64_t const g = (op.inputPacked || op.outputPacked) ? 1 : 2;  // the sample's group (packed: 1 only)
     check(build->getNbOutputs() == 1, "getNbOutputs");
 
     // Output types.
     {
         DataType out[1];
         DataType const wf = op.weightType(DataType::kFLOAT);
-        DataType in32[4] = {DataType::kFLOAT, wf, DataType::kFLOAT, DataType::kFLOAT};
-        check(build->getOutputDataTypes(out, 1, in32, 4) == 0 && out[0] == DataType::kFLOAT, "float32 in -> float32 out");
-        DataType in16[4] = {DataType::kHALF, op.weightType(DataType::kHALF), DataType::kFLOAT, DataType::kFLOAT};
-        check(build->getOutputDataTypes(out, 1, in16, 4) == 0 && out[0] == DataType::kHALF, "float16 in -> float16 out");
         size_t before = sink.logger->messages.size();
-        DataType bad[4] = {DataType::kINT32, wf, DataType::kFLOAT, DataType::kFLOAT};
-        check(build->getOutputDataTypes(out, 1, bad, 4) != 0 && reportedSince(sink, before, "X has type"),
-              "int32 X rejected");
-        DataType badScale[4] = {DataType::kFLOAT, wf, DataType::kHALF, DataType::kFLOAT};
+        // Unpacked X: float32 / float16, Y alike; packed X: int32 only; packed Y: int32; the float Y of a
+        // packed X: float32.
+        for (DataType xt : {DataType::kFLOAT, DataType::kHALF, DataType::kINT32}) {
+            DataType in[4] = {xt, op.weightType(xt == DataType::kHALF ? xt : DataType::kFLOAT), DataType::kFLOAT,
+                              DataType::kFLOAT};
+            std::string const what = std::string("X ") + (xt == DataType::kFLOAT ? "float32" : xt == DataType::kHALF ? "float16" : "int32");
+            out[0] = DataType::kBOOL;
+            int32_t const rc = build->getOutputDataTypes(out, 1, in, 4);
+            if (op.xTypeOk(xt)) {
+                check(rc == 0 && out[0] == op.yType(xt), what + " -> the contract's Y type");
+            } else {
+                check(rc != 0 && reportedSince(sink, before, "X has type"), what + " rejected");
+            }
+        }
+        DataType in32[4] = {op.validX(), wf, DataType::kFLOAT, DataType::kFLOAT};
+        DataType badScale[4] = {op.validX(), wf, DataType::kHALF, DataType::kFLOAT};
         check(build->getOutputDataTypes(out, 1, badScale, 4) != 0 && reportedSince(sink, before, "scale"),
               "float16 scale rejected");
-        DataType badW[4] = {DataType::kFLOAT, op.binary ? DataType::kFLOAT : DataType::kINT32, DataType::kFLOAT,
+        DataType badW[4] = {op.validX(), op.binary ? DataType::kFLOAT : DataType::kINT32, DataType::kFLOAT,
                             DataType::kFLOAT};
         check(build->getOutputDataTypes(out, 1, badW, 4) != 0 && reportedSince(sink, before, c.inputNames[1]),
               "wrong weight type rejected");
@@ -582,39 +627,56 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
 
     // Output shapes: constant dims, then symbolic N/H/W evaluated for one binding.
     {
-        int64_t const n = 3, ch = 64, h = 17, w = 12, m = 8;
-        auto const wd = op.weightDims(ch, m, g, kh, kw);
-        for (bool symbolic : {false, true}) {
-            gContext = base + (symbolic ? " shapes symbolic" : " shapes constant");
-            FakeExprBuilder eb;
-            DimsExprs in[4];
-            in[0].nbDims = 4;
-            in[0].d[0] = eb.dim(!symbolic, n);
-            in[0].d[1] = eb.dim(true, ch);
-            in[0].d[2] = eb.dim(!symbolic, h);
-            in[0].d[3] = eb.dim(!symbolic, w);
-            in[1].nbDims = 4;
-            for (int32_t d = 0; d < 4; ++d) {
-                in[1].d[d] = eb.dim(true, wd[static_cast<size_t>(d)]);
-            }
-            in[2].nbDims = 1;
-            in[2].d[0] = eb.dim(true, m);
-            in[3].nbDims = 1;
-            in[3].d[0] = eb.dim(true, m);
-            DimsExprs out[1];
-            int32_t const rc = build->getOutputShapes(in, 4, nullptr, 0, out, 1, eb);
-            check(rc == 0, "getOutputShapes succeeds");
-            if (rc == 0) {
-                check(out[0].nbDims == 4, "output rank 4");
-                auto val = [](IDimensionExpr const* e) { return static_cast<FakeDim const*>(e)->hidden(); };
-                check(out[0].d[0] == in[0].d[0], "N passes through");
-                check(out[0].d[1]->isConstant() && out[0].d[1]->getConstantValue() == m, "M from W");
-                check(val(out[0].d[2]) == convOut(h, kh, sh, pt, pb, dh), "Ho formula");
-                check(val(out[0].d[3]) == convOut(w, kw, sw, pl, pr, dw), "Wo formula");
-                check(out[0].d[2]->isConstant() == !symbolic && out[0].d[3]->isConstant() == !symbolic,
-                      "spatial dims constant iff input constant");
+        int64_t const n = 3, ch = 64, h = 17, w = 12;
+        // M = 8, and for a packed Y also M = 129 (two 128-bit blocks) with W's M symbolic.
+        std::vector<std::pair<int64_t, bool>> ms = {{8, true}};
+        if (op.outputPacked) {
+            ms.push_back({129, true});
+            ms.push_back({129, false});
+        }
+        for (auto const& [m, mConstant] : ms) {
+            auto const wd = op.weightDims(ch, m, g, kh, kw);
+            auto const xd = op.xDims(n, ch, h, w);
+            for (bool symbolic : {false, true}) {
+                gContext = base + (symbolic ? " shapes symbolic" : " shapes constant") + " M=" + std::to_string(m) +
+                           (mConstant ? "" : " (symbolic)");
+                FakeExprBuilder eb;
+                DimsExprs in[4];
+                in[0].nbDims = 4;
+                for (int32_t d = 0; d < 4; ++d) {  // N, H, W symbolic; C (or the packed word count) constant
+                    bool const spatialOrN = d == 0 || d == op.hAxis() || d == op.hAxis() + 1;
+                    in[0].d[d] = eb.dim(!(symbolic && spatialOrN), xd[static_cast<size_t>(d)]);
+                }
+                in[1].nbDims = 4;
+                for (int32_t d = 0; d < 4; ++d) {
+                    in[1].d[d] = eb.dim(d != 0 || mConstant, wd[static_cast<size_t>(d)]);
+                }
+                in[2].nbDims = 1;
+                in[2].d[0] = eb.dim(true, m);
+                in[3].nbDims = 1;
+                in[3].d[0] = eb.dim(true, m);
+                DimsExprs out[1];
+                int32_t const rc = build->getOutputShapes(in, 4, nullptr, 0, out, 1, eb);
+                check(rc == 0, "getOutputShapes succeeds");
+                if (rc == 0) {
+                    check(out[0].nbDims == 4, "output rank 4");
+                    auto val = [](IDimensionExpr const* e) { return static_cast<FakeDim const*>(e)->hidden(); };
+                    auto const yd = op.yDims(n, m, convOut(h, kh, sh, pt, pb, dh), convOut(w, kw, sw, pl, pr, dw));
+                    int32_t const hy = op.outputPacked ? 1 : 2;  // Y's Ho axis
+                    check(out[0].d[0] == in[0].d[0], "N passes through");
+                    for (int32_t d = 1; d < 4; ++d) {
+                        check(val(out[0].d[d]) == yd[static_cast<size_t>(d)],
+                              "Y dim " + std::to_string(d) + " = " + std::to_string(yd[static_cast<size_t>(d)]));
+                    }
+                    int32_t const mAxis = op.outputPacked ? 3 : 1;  // M, or its word count
+                    check(out[0].d[mAxis]->isConstant() == mConstant, "M / words constant iff W's M is");
+                    check(out[0].d[hy]->isConstant() == !symbolic && out[0].d[hy + 1]->isConstant() == !symbolic,
+                          "spatial dims constant iff input constant");
+                }
             }
         }
+        int64_t const m = 8;
+        auto const wd = op.weightDims(ch, m, g, kh, kw);
         gContext = base + " shapes inconsistent";
         // Inconsistent constant shapes are rejected at network-build time.
         struct Bad {
@@ -623,21 +685,30 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
             std::vector<int64_t> w;
         };
         std::vector<Bad> bads = {
-            {"C not divisible by group", "group", 63, m, m, h, op.weightDims(64, m, g, kh, kw)},
-            {"M not divisible by group", "group", ch, 7, 7, h, op.weightDims(ch, 7, g, kh, kw)},
-            {"W channel/word dim", c.inputNames[1], op.binary ? 128 : 32, m, m, h, wd},
             {"W kernel dims", c.inputNames[1], ch, m, m, h, op.weightDims(ch, m, g, kh + 2, kw)},
             {"scale length", "scale", ch, m, m + 1, h, wd},
             {"X too small", "too small", ch, m, m, 0, wd},
         };
+        if (g > 1) {
+            bads.push_back({"C not divisible by group", "group", 63, m, m, h, op.weightDims(64, m, g, kh, kw)});
+            bads.push_back({"M not divisible by group", "group", ch, 7, 7, h, op.weightDims(ch, 7, g, kh, kw)});
+        }
+        if (op.inputPacked) {
+            // C is in_channels (64): W packed for 128 channels, and a packed X with another word count.
+            bads.push_back({"W channel/word dim", c.inputNames[1], ch, m, m, h, op.weightDims(128, m, g, kh, kw)});
+            bads.push_back({"packed X word count", "words per pixel", 200, m, m, h, wd});
+        } else {
+            bads.push_back({"W channel/word dim", c.inputNames[1], op.binary ? 128 : 32, m, m, h, wd});
+        }
         for (auto const& b : bads) {
             FakeExprBuilder eb;
             DimsExprs in[4];
             in[0].nbDims = 4;
+            auto const xd = op.xDims(1, b.c, b.h, w);
             in[0].d[0] = eb.dim(false, 1);
-            in[0].d[1] = eb.dim(true, b.c);
-            in[0].d[2] = eb.dim(true, b.h);
-            in[0].d[3] = eb.dim(true, w);
+            for (int32_t d = 1; d < 4; ++d) {
+                in[0].d[d] = eb.dim(true, xd[static_cast<size_t>(d)]);
+            }
             in[1].nbDims = 4;
             for (int32_t d = 0; d < 4; ++d) {
                 in[1].d[d] = eb.dim(true, b.w[static_cast<size_t>(d)]);
@@ -670,7 +741,8 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
 
     // Formats: linear only; X/Y float32 or float16 alike; scale/shift float32; W per contract.
     {
-        std::vector<int64_t> const xd = {2, 64, 16, 16};
+        std::vector<int64_t> const xd = op.xDims(2, 64, 16, 16);
+        std::vector<int64_t> const yd = op.yDims(2, 8, 8, 16);
         auto const wd = op.weightDims(64, 8, g, kh, kw);
         DataType const types[] = {DataType::kFLOAT, DataType::kHALF, DataType::kINT32, DataType::kINT8, DataType::kBF16};
         for (DataType xt : types) {
@@ -678,12 +750,12 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
                 for (DataType st : types) {
                     for (DataType yt : types) {
                         DynamicPluginTensorDesc io[5] = {desc(xt, xd), desc(wt, wd), desc(st, {8}), desc(DataType::kFLOAT, {8}),
-                                                         desc(yt, {2, 8, 8, 16})};
-                        bool const xok = xt == DataType::kFLOAT || xt == DataType::kHALF;
+                                                         desc(yt, yd)};
+                        bool const xok = op.xTypeOk(xt);
                         bool const wok = op.binary ? wt == DataType::kINT32
                                                    : (wt == DataType::kFLOAT || wt == DataType::kHALF);
                         bool const sok = st == DataType::kFLOAT;
-                        bool const yok = yt == xt;
+                        bool const yok = yt == op.yType(xt);
                         check(build->supportsFormatCombination(0, io, 4, 1) == xok, "format pos 0");
                         if (xok) {
                             check(build->supportsFormatCombination(1, io, 4, 1) == wok, "format pos 1");
@@ -694,9 +766,9 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
                 }
             }
         }
-        DynamicPluginTensorDesc io[5] = {desc(DataType::kFLOAT, xd, TensorFormat::kHWC), desc(op.weightType(DataType::kFLOAT), wd),
+        DynamicPluginTensorDesc io[5] = {desc(op.validX(), xd, TensorFormat::kHWC), desc(op.weightType(DataType::kFLOAT), wd),
                                          desc(DataType::kFLOAT, {8}), desc(DataType::kFLOAT, {8}),
-                                         desc(DataType::kFLOAT, {2, 8, 8, 16})};
+                                         desc(op.yType(op.validX()), yd)};
         check(!build->supportsFormatCombination(0, io, 4, 1), "non-linear format rejected");
         check(!build->supportsFormatCombination(5, io, 4, 1), "position out of range rejected");
         check(!build->supportsFormatCombination(-1, io, 4, 1), "negative position rejected");
@@ -708,34 +780,46 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
         int64_t const ho = convOut(16, kh, sh, pt, pb, dh), wo = convOut(16, kw, sw, pl, pr, dw);
         auto const wd = op.weightDims(64, 8, g, kh, kw);
         DataType const wt = op.weightType(DataType::kFLOAT);
-        DynamicPluginTensorDesc in[4] = {desc(DataType::kFLOAT, {-1, 64, -1, -1}), desc(wt, wd), desc(DataType::kFLOAT, {8}),
-                                         desc(DataType::kFLOAT, {8})};
+        int32_t const ha = op.hAxis();
+        DynamicPluginTensorDesc in[4] = {desc(op.validX(), op.xDims(-1, 64, -1, -1)), desc(wt, wd),
+                                         desc(DataType::kFLOAT, {8}), desc(DataType::kFLOAT, {8})};
         in[0].min.d[0] = 1;
-        in[0].min.d[2] = 16;
-        in[0].min.d[3] = 16;
+        in[0].min.d[ha] = 16;
+        in[0].min.d[ha + 1] = 16;
         in[0].max.d[0] = 8;
-        in[0].max.d[2] = 64;
-        in[0].max.d[3] = 64;
+        in[0].max.d[ha] = 64;
+        in[0].max.d[ha + 1] = 64;
         in[0].opt = in[0].min;
-        DynamicPluginTensorDesc out[1] = {desc(DataType::kFLOAT, {-1, 8, -1, -1})};
+        DynamicPluginTensorDesc out[1] = {desc(op.yType(op.validX()), op.yDims(-1, 8, -1, -1))};
         check(build->configurePlugin(in, 4, out, 1) == 0, "configurePlugin with a dynamic profile");
         size_t const before = sink.logger->messages.size();
-        in[0].min.d[3] = 0;  // an empty input width: no output
+        in[0].min.d[ha + 1] = 0;  // an empty input width: no output
         check(build->configurePlugin(in, 4, out, 1) != 0 && reportedSince(sink, before, "profile min"),
               "configurePlugin rejects a profile min with an empty output");
-        in[0].min.d[3] = 16;
+        in[0].min.d[ha + 1] = 16;
         DynamicPluginTensorDesc badScale[4] = {in[0], in[1], desc(DataType::kFLOAT, {9}), in[3]};
         check(build->configurePlugin(badScale, 4, out, 1) != 0, "configurePlugin rejects scale of the wrong length");
         check(build->configurePlugin(in, 3, out, 1) != 0, "configurePlugin rejects 3 inputs");
 
-        PluginTensorDesc rin[4] = {desc(DataType::kFLOAT, {2, 64, 16, 16}).desc, in[1].desc, in[2].desc, in[3].desc};
-        PluginTensorDesc rout[1] = {desc(DataType::kFLOAT, {2, 8, ho, wo}).desc};
+        PluginTensorDesc rin[4] = {desc(op.validX(), op.xDims(2, 64, 16, 16)).desc, in[1].desc, in[2].desc, in[3].desc};
+        PluginTensorDesc rout[1] = {desc(op.yType(op.validX()), op.yDims(2, 8, ho, wo)).desc};
         check(runtime->onShapeChange(rin, 4, rout, 1) == 0, "onShapeChange with consistent shapes");
-        rout[0].dims.d[2] = ho + 1;
+        int32_t const hy = op.outputPacked ? 1 : 2;
+        rout[0].dims.d[hy] = ho + 1;
         check(runtime->onShapeChange(rin, 4, rout, 1) != 0, "onShapeChange rejects a wrong output shape");
-        rout[0].dims.d[2] = ho;
-        rin[0].dims.d[1] = op.binary ? 130 : 62;  // no longer matches W's C/group (or its words per tap)
-        check(runtime->onShapeChange(rin, 4, rout, 1) != 0, "onShapeChange rejects X/W channel mismatch");
+        rout[0].dims.d[hy] = ho;
+        if (op.outputPacked) {
+            rout[0].dims.d[3] = OpCase::words(8) + 4;
+            check(runtime->onShapeChange(rin, 4, rout, 1) != 0, "onShapeChange rejects a wrong packed word count");
+            rout[0].dims.d[3] = OpCase::words(8);
+        }
+        if (op.inputPacked) {
+            rin[0].dims.d[3] = OpCase::words(64) + 4;  // no longer 4 * ceil(in_channels / 128)
+            check(runtime->onShapeChange(rin, 4, rout, 1) != 0, "onShapeChange rejects a packed X word count");
+        } else {
+            rin[0].dims.d[1] = op.binary ? 130 : 62;  // no longer matches W's C/group (or its words per tap)
+            check(runtime->onShapeChange(rin, 4, rout, 1) != 0, "onShapeChange rejects X/W channel mismatch");
+        }
     }
 }
 
@@ -769,9 +853,14 @@ int main(int argc, char** argv) {
     }
     std::printf("cmc plugin contract test against TensorRT %d.%d.%d headers\n", NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR,
                 NV_TENSORRT_PATCH);
+    namespace ct = cmc::plugin::contract;
     OpCase const cases[] = {
-        {&cmc::plugin::contract::AdderConv::info(), false},
-        {&cmc::plugin::contract::BinaryConv::info(), true},
+        {&ct::AdderConv::info(), false},
+        {&ct::BinaryConv::info(), true},
+        {&ct::BinaryConvPackedOut::info(), true, ct::BinaryConvPackedOut::kInputPacked, ct::BinaryConvPackedOut::kOutputPacked},
+        {&ct::BinaryConvPackedIn::info(), true, ct::BinaryConvPackedIn::kInputPacked, ct::BinaryConvPackedIn::kOutputPacked},
+        {&ct::BinaryConvPackedInOut::info(), true, ct::BinaryConvPackedInOut::kInputPacked,
+         ct::BinaryConvPackedInOut::kOutputPacked},
     };
     size_t const nCases = sizeof(cases) / sizeof(cases[0]);
 
@@ -780,7 +869,7 @@ int main(int argc, char** argv) {
     void* staticLib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     check(staticLib != nullptr, std::string("dlopen: ") + (staticLib ? "" : dlerror()));
     auto const& regs = cmctest::stubRegistrations();
-    check(regs.size() == nCases, "registers one creator per operator at load time");
+    check(regs.size() == nCases, "registers one creator per op type at load time");
     check(staticLib == nullptr || symbol<void*>(staticLib, "getCreators") == nullptr,
           "does not export getCreators (loadLibrary would find its creators already registered)");
     std::vector<IPluginCreatorV3One*> staticCreators;
@@ -812,7 +901,7 @@ int main(int argc, char** argv) {
         setLoggerFinder(&finder);
         int32_t n = -1;
         IPluginCreatorInterface* const* list = getCreators(n);
-        check(list != nullptr && n == static_cast<int32_t>(nCases), "getCreators returns one creator per operator");
+        check(list != nullptr && n == static_cast<int32_t>(nCases), "getCreators returns one creator per op type");
         for (int32_t i = 0; list != nullptr && i < n; ++i) {
             IPluginCreatorV3One* c = asV3One(list[i]);
             check(c != nullptr, "getCreators entry is IPluginCreatorV3One");
