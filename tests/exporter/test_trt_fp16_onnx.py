@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from cmc.exporter.errors import CmcError
 from cmc.exporter.trt import fp16_plan
-from cmc.exporter.trt.build import default_tolerance, relative_error
+from cmc.exporter.trt.engine_check import default_tolerance, relative_error
 from cmc.exporter.trt.fp16_onnx import convert_to_fp16, float16_rounding_model
 
 F32, F16 = TP.FLOAT, TP.FLOAT16
