@@ -154,7 +154,32 @@ def make(version: str = "10.3.0", *, timing_cache_accepts=lambda blob: True, cac
                 record("parser.parse_from_file", path, fh.read())
             return True
 
-    trt.Builder, trt.OnnxParser = Builder, OnnxParser
+    trt.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
+
+    class Engine:
+        """Describes its I/O tensors; create_execution_context returns a context that records calls only."""
+
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ["x", "y"][i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name == "x" else trt.TensorIOMode.OUTPUT
+
+        def create_execution_context(self):
+            record("engine.create_execution_context")
+            return object()
+
+    class Runtime:
+        def __init__(self, logger):
+            record("Runtime")
+
+        def deserialize_cuda_engine(self, blob):
+            record("runtime.deserialize_cuda_engine", bytes(blob))
+            return Engine()
+
+    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
     return trt
 
 
