@@ -269,10 +269,17 @@ def _plugin_from_manifest(engine_path: Path, manifest) -> Path | None:
 
     mpath = Path(manifest) if manifest else engine_path.with_name(MANIFEST)
     if not mpath.is_file():
+        if manifest:
+            raise CmcError(f"manifest {mpath} does not exist")
         return None
-    libs = json.loads(mpath.read_text()).get("plugin_libraries", {})
-    for name in sorted(libs, key=lambda n: n != DYNAMIC_LIB):
-        cand = engine_path.with_name(libs[name]["file"])
+    try:
+        libs = json.loads(mpath.read_text()).get("plugin_libraries", {})
+        files = {name: libs[name]["file"] for name in libs}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
+        raise CmcError(f"cannot read the plugin libraries from {mpath} ({type(e).__name__}); pass the plugin "
+                       f"library explicitly (--plugin-lib)") from None
+    for name in sorted(files, key=lambda n: n != DYNAMIC_LIB):
+        cand = engine_path.with_name(files[name])
         if cand.is_file():
             return cand
     return None

@@ -202,3 +202,16 @@ def test_main_runs_the_requested_iterations(plan, capsys):
     assert runner.main([str(plan), "--shape", "x=2x3x4x4", "--iters", "3"]) == 0
     assert len(_FakeRunner.seen) == 4 and _FakeRunner.seen[0] == {"x": (2, 3, 4, 4)}  # warm-up + 3
     assert '"outputs": {"y": [1, 10]}' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"plugin_libraries": {"lib.so": "lib.so"}}', "[]"])
+def test_unreadable_manifest_is_one_line(tmp_path, text):
+    from cmc.exporter.trt.build import MANIFEST
+
+    (tmp_path / "m.plan").write_bytes(b"")
+    (tmp_path / MANIFEST).write_text(text)
+    with pytest.raises(CmcError, match="cannot read the plugin libraries") as e:
+        runner._plugin_from_manifest(tmp_path / "m.plan", None)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CmcError, match="does not exist"):
+        runner._plugin_from_manifest(tmp_path / "m.plan", tmp_path / "other.json")
