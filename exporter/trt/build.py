@@ -354,7 +354,7 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, tf32
         "timings_s": {"build": round(build_s, 3)},
     }
 
-    # 5. Verification: the engine against the reference at each distinct batch of the profile.
+    # 6. Verification: the engine against the reference at each distinct batch of the profile.
     verdict = None
     if verify:
         verdict = verify_engine(engine_bytes, original, profiles, reference, precision,
