@@ -48,6 +48,24 @@ def _trt_batch(text: str) -> tuple[int, int, int]:
     return parts
 
 
+def _positive_mib(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workspace {text!r} must be a whole number of MiB") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"--workspace must be a positive number of MiB, got {v}")
+    return v
+
+
+def _timing_cache_file(text: str) -> str:
+    import os
+
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"--timing-cache {text} is a folder; give a file name (created when missing)")
+    return text
+
+
 def _common(p: argparse.ArgumentParser):
     p.add_argument("--arch", metavar="MODULE:CALLABLE",
                    help="builds the model a state_dict belongs to; MODULE is imported from PYTHONPATH or the current folder")
@@ -78,10 +96,15 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-deviation", action="store_true",
                    help="let shrinking drop constant channels where that is not exact; the report states the deviation")
     trt = p.add_argument_group("TensorRT (--to trt)")
-    trt.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
+    trt.add_argument("--fp16", action="store_true",
+                     help="FP16 engine: cmc writes a float16 ONNX (float32 where float16 would change results) and "
+                          "TensorRT builds it strongly typed; checked against the contracts' FP16 tolerances")
+    trt.add_argument("--tf32", action="store_true",
+                     help="let TensorRT use TF32 for float32 layers (off by default: FP32 engines compute in float32)")
     trt.add_argument("--batch", type=_trt_batch, default=None, metavar="MIN:OPT:MAX", help="optimisation profile for the batch")
-    trt.add_argument("--workspace", type=int, default=1024, metavar="MiB", help="builder workspace limit (default 1024)")
-    trt.add_argument("--timing-cache", metavar="FILE", help="TensorRT timing cache to read and update")
+    trt.add_argument("--workspace", type=_positive_mib, default=1024, metavar="MiB",
+                     help="builder workspace limit (default 1024)")
+    trt.add_argument("--timing-cache", type=_timing_cache_file, metavar="FILE", help="TensorRT timing cache to read and update")
     trt.add_argument("--plugin-lib", metavar="FILE", help="use this cmc plugin library instead of building one")
     _common(p)
     p.add_argument("--version", action="version", version=f"cmc {__version__}")
@@ -150,7 +173,7 @@ def _cmd_export(argv) -> int:
 
     trt = {}
     if args.to == "trt":
-        trt = dict(fp16=args.fp16, batch=args.batch, workspace_mb=args.workspace,
+        trt = dict(fp16=args.fp16, tf32=args.tf32, batch=args.batch, workspace_mb=args.workspace,
                    timing_cache=args.timing_cache, plugin_lib=args.plugin_lib)
     opts = ExportOptions(model=args.model, to=args.to, arch=args.arch, input_shape=_shape(args.input_shape),
                          out_dir=args.output, verify=not args.no_verify, verify_batches=args.verify_batch,

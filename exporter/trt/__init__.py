@@ -4,6 +4,7 @@
     build_plugin_library(env)  build cmc's plugin library for the local GPU into a cache (cmake + nvcc)
     load_plugin_library(path)  register cmc's plugin creators with TensorRT in this process
     prepare_onnx_for_trt(m)    strip plugin ops' function bodies, add plugin_version/plugin_namespace (pure ONNX)
+    fp16_onnx.convert_to_fp16  the FP16 ONNX an --fp16 engine is built from (pure ONNX + onnxruntime calibration)
     build_trt(onnx, out, ...)  engine build + verification + manifest (the entry point the CLI calls)
     runner.EngineRunner        run an engine from Python (cuda-python or PyCUDA)
 

@@ -16,8 +16,11 @@ import numpy as np
 import onnx
 
 from ..errors import CmcError, ParityError
+from .builder_config import attach_timing_cache, check_timing_cache_path, network_flags, set_tf32, trt_major
+from .engine_check import (TorchReference, default_tolerance, make_feeds, reference_kind, relative_error,  # noqa: F401
+                           verify_engine)
 from .env import TensorRTEnv, find_tensorrt
-from .onnx_prep import DOMAIN, prepare_onnx_for_trt, save_onnx_atomic
+from .onnx_prep import prepare_onnx_for_trt, save_onnx_atomic
 
 MANIFEST = "tensorrt_manifest.json"
 MANIFEST_FORMAT = "cmc-tensorrt-manifest/1"
@@ -128,45 +131,6 @@ def input_profiles(model: onnx.ModelProto, batch: tuple[int, int, int], example=
     return out
 
 
-def make_feeds(profiles: dict[str, dict], which: str, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name, p in profiles.items():
-        dt = np.dtype(p["dtype"]) if p["dtype"] in ("float32", "float16") else None
-        if dt is None:
-            raise CmcError(f"input {name} has type {p['dtype']}; the verification feeds only float inputs")
-        feeds[name] = rng.standard_normal(p[which]).astype(dt)
-    return feeds
-
-
-def relative_error(got, ref) -> float:
-    got = np.asarray(got, np.float64)
-    ref = np.asarray(ref, np.float64)
-    if got.shape != ref.shape:
-        return float("inf")
-    if ref.size == 0:
-        return 0.0
-    if not np.isfinite(got).all():
-        return float("inf")
-    scale = float(np.abs(ref).max())
-    err = float(np.abs(got - ref).max())
-    return err / scale if scale > 0 else err
-
-
-def default_tolerance(model: onnx.ModelProto, precision: str) -> float:
-    """The loosest contract tolerance of the cmc ops in the model (1e-4 fp32 / 1e-2 fp16 without any)."""
-    from cmc.plugins.registry import by_op_type
-
-    tol = 1e-4 if precision == "fp32" else 1e-2
-    dtype = "float32" if precision == "fp32" else "float16"
-    for n in model.graph.node:
-        if n.domain == DOMAIN:
-            entry = by_op_type(n.op_type)
-            if entry is not None:
-                tol = max(tol, entry["contract"].tol(dtype))
-    return tol
-
-
 def write_manifest(out: _Out, manifest: dict) -> Path:
     return out.write_bytes(MANIFEST, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
 
@@ -232,67 +196,53 @@ def make_logger(trt, verbose: bool | None = None):
     return Logger()
 
 
-def _reference_outputs(reference, original: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                       output_names: list[str]) -> dict[str, np.ndarray]:
-    """Outputs the engine must reproduce: onnxruntime on the original ONNX (function bodies, CPU) when
-    ``reference`` is None, a torch.nn.Module run on CPU, or a callable(feeds) -> dict/sequence."""
-    f32 = {k: np.asarray(v, np.float32) for k, v in feeds.items()}
-    if reference is None:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
-        outs = sess.run(output_names, f32)
-        return dict(zip(output_names, outs))
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
-    if torch is not None and isinstance(reference, torch.nn.Module):
-        reference.eval()
-        with torch.no_grad():
-            res = reference(*[torch.from_numpy(v) for v in f32.values()])
-        if isinstance(res, torch.Tensor):
-            res = [res]
-        elif isinstance(res, dict):
-            return {k: v.detach().cpu().numpy() for k, v in res.items()}
-        return {n: r.detach().cpu().numpy() for n, r in zip(output_names, res)}
-    res = reference(f32)
-    if isinstance(res, dict):
-        return {k: np.asarray(v) for k, v in res.items()}
-    if isinstance(res, np.ndarray):
-        res = [res]
-    return {n: np.asarray(r) for n, r in zip(output_names, res)}
+def has_fp16(model: onnx.ModelProto) -> bool:
+    """Does the model already compute in float16 (a float16 graph input/output or initializer)?"""
+    f16 = onnx.TensorProto.FLOAT16
+    return (any(v.type.tensor_type.elem_type == f16 for v in list(model.graph.input) + list(model.graph.output))
+            or any(i.data_type == f16 for i in model.graph.initializer))
 
 
-def _network_is_fp16(model: onnx.ModelProto) -> bool:
-    inits = {i.name for i in model.graph.initializer}
-    types = [i.type.tensor_type.elem_type for i in model.graph.input if i.name not in inits]
-    return bool(types) and all(t == onnx.TensorProto.FLOAT16 for t in types)
+def _calibration_feeds(original: onnx.ModelProto, batch, example, seed: int) -> list[dict]:
+    """Inputs for the FP16 conversion's range check: the example (if any) and random inputs at the profile's
+    opt and max batch (seeds apart from the verification's)."""
+    profiles = input_profiles(original, batch, example)
+    feeds = [make_feeds(profiles, which, seed + 1000 + k) for k, which in enumerate(("opt", "max"))]
+    if example is not None and len(profiles) == 1:
+        x = example.detach().cpu().numpy() if hasattr(example, "detach") else np.asarray(example)
+        feeds.append({next(iter(profiles)): x.astype(np.float32)})
+    return feeds
 
 
-def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, batch=None, workspace_mb: int = 1024,
-              timing_cache: str | os.PathLike | None = None, plugin_lib: str | os.PathLike | None = None,
-              env: TensorRTEnv | None = None, reference: Any = None, example=None, verify: bool = True,
-              tolerance: float | None = None, seed: int = 0, engine_name: str | None = None) -> dict:
+def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, tf32: bool = False, batch=None,
+              workspace_mb: int = 1024, timing_cache: str | os.PathLike | None = None,
+              plugin_lib: str | os.PathLike | None = None, env: TensorRTEnv | None = None, reference: Any = None,
+              example=None, verify: bool = True, tolerance: float | None = None, seed: int = 0,
+              engine_name: str | None = None) -> dict:
     """Build a TensorRT engine from a cmc ONNX model, verify it, and write a manifest.
 
-    onnx_path     the exporter's ONNX (com.cmc nodes + their function bodies).
+    onnx_path     the exporter's ONNX (com.cmc nodes + their function bodies), float32 or already float16.
     out_dir       a folder, or the CLI's ``Staging`` (files are then placed by its commit()). Written there:
                   <stem>.plan (the engine), <stem>.trt.onnx (the ONNX the parser saw: plugin ops without
-                  function bodies), the plugin library the engine needs (libcmc_trt_plugins*.so), and
+                  function bodies), <stem>.fp16.onnx (with fp16: the converted model with its function
+                  bodies, for onnxruntime), the plugin library the engine needs (libcmc_trt_plugins*.so), and
                   tensorrt_manifest.json.
-    fp16          allow FP16 kernels (TensorRT 10: BuilderFlag.FP16; TensorRT 11 builds strongly typed
-                  networks only, so there the ONNX itself must be FP16).
+    fp16          build an FP16 engine: cmc converts the ONNX to float16 (cmc.exporter.trt.fp16_onnx: float16
+                  activations, float32 where float16 would not be honest) and TensorRT builds it strongly
+                  typed, on 10.x and 11.x alike. A model that already holds float16 is built as given.
+    tf32          allow TF32 for float32 layers (TensorRT's default; cmc's default is False: FP32 means float32).
     batch         (min, opt, max) for dimension 0 of every input; an int means min=opt=max; None means
                   (1, b, b) with b the example's batch (1 without example).
-    workspace_mb  builder workspace pool limit.
-    timing_cache  file read before and updated (atomically) after the build; created when missing.
+    workspace_mb  builder workspace pool limit (MiB, > 0).
+    timing_cache  file read before and written (atomically) after the build; created when missing; a cache
+                  TensorRT refuses (another GPU/version) is reported on stderr and replaced by a fresh one.
     plugin_lib    a prebuilt cmc plugin library (either variant); None builds one for the local GPU
                   (cached, needs cmake, nvcc and the TensorRT headers).
     env           the TensorRTEnv from find_tensorrt() (found again when None).
     reference     what the engine is compared with: None = onnxruntime on ``onnx_path`` (CPU, through the
-                  function bodies); a torch.nn.Module (run on CPU); or callable(feeds: dict) -> dict/list.
-    example       an example input tensor (fixes non-batch dynamic dims, default batch).
+                  function bodies); a torch.nn.Module (run on CPU in float64, see engine_check); or
+                  callable(feeds: dict) -> dict/list.
+    example       an example input tensor (fixes non-batch dynamic dims, default batch, FP16 calibration).
     verify        run the engine (Polygraphy TrtRunner) at the min/opt/max batch against ``reference``.
     tolerance     max |y - ref| / max |ref| per output; default: the loosest contract tolerance of the
                   model's cmc ops for the precision.
@@ -301,6 +251,10 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, batc
     """
     t0 = time.perf_counter()
     onnx_path = Path(onnx_path)
+    if int(workspace_mb) <= 0:
+        raise CmcError(f"the builder workspace must be a positive number of MiB, got {workspace_mb}")
+    if timing_cache is not None:
+        check_timing_cache_path(timing_cache)  # before the long steps
     env = env or find_tensorrt(need_headers=plugin_lib is None)
     if env.python_version is None:
         env = find_tensorrt(need_headers=plugin_lib is None)
@@ -314,11 +268,19 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, batc
         original = onnx.load(str(onnx_path))
     except Exception as e:  # noqa: BLE001
         raise CmcError(f"cannot read {onnx_path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    precision = "fp16" if (fp16 or _network_is_fp16(original)) else "fp32"
     batch = normalize_batch(batch, example)
-    profiles = input_profiles(original, batch, example)
 
-    # 1. The plugin library, loaded into this process.
+    # 1. The model TensorRT builds: float32 as exported, or cmc's float16 conversion of it.
+    model, fp16_report, fp16_onnx = original, None, None
+    if fp16 and not has_fp16(original):
+        from .fp16_onnx import convert_to_fp16
+
+        model, fp16_report = convert_to_fp16(original, _calibration_feeds(original, batch, example, seed))
+        fp16_onnx = save_onnx_atomic(model, out.path(f"{stem}.fp16.onnx"))
+    precision = "fp16" if (fp16 or has_fp16(model)) else "fp32"
+    profiles = input_profiles(model, batch, example)
+
+    # 2. The plugin library, loaded into this process.
     libs = {}
     if plugin_lib is None:
         dyn = build_plugin_library(env, variant="dynamic")
@@ -328,41 +290,31 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, batc
         libs = {Path(plugin_lib).name: Path(plugin_lib)}
         load_info = load_plugin_library(plugin_lib)
 
-    # 2. The ONNX the parser sees.
-    prepared, prep_report = prepare_onnx_for_trt(original)
+    # 3. The ONNX the parser sees (plugin ops without function bodies; no parser flags: see builder_config).
+    prepared, prep_report = prepare_onnx_for_trt(model)
     trt_onnx = out.path(f"{stem}.trt.onnx")
     save_onnx_atomic(prepared, trt_onnx)
 
-    # 3. Network, profile, config.
+    # 4. Network, profile, config.
     logger = make_logger(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(network_flags(trt, strongly_typed=precision == "fp16"))
     parser = trt.OnnxParser(network, logger)
-    if hasattr(trt, "OnnxParserFlag") and hasattr(trt.OnnxParserFlag, "ENABLE_PLUGIN_OVERRIDE"):
-        parser.set_flag(trt.OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE)
     if not parser.parse_from_file(str(trt_onnx)):
         errs = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)] or logger.errors
         raise CmcError(f"TensorRT's ONNX parser rejected {trt_onnx.name}: {errs[0] if errs else 'no detail'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if fp16:
-        if hasattr(trt.BuilderFlag, "FP16"):
-            config.set_flag(trt.BuilderFlag.FP16)
-        elif not _network_is_fp16(original):
-            raise CmcError(f"TensorRT {trt.__version__} builds strongly typed networks only: --fp16 needs an ONNX whose "
-                           f"inputs and weights are float16 (export the model in half precision), or build in FP32")
+    tf32_set = set_tf32(trt, config, tf32)
     profile = builder.create_optimization_profile()
     for name, p in profiles.items():
         profile.set_shape(name, p["min"], p["opt"], p["max"])
-    config.add_optimization_profile(profile)
-    cache = None
-    if timing_cache is not None:
-        cache_path = Path(timing_cache)
-        blob = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    if config.add_optimization_profile(profile) < 0:
+        raise CmcError(f"TensorRT rejected the optimisation profile {batch[0]}:{batch[1]}:{batch[2]} "
+                       f"({logger.errors[-1] if logger.errors else 'no detail'})")
+    cache, cache_facts = (None, None) if timing_cache is None else attach_timing_cache(config, timing_cache, logger)
 
-    # 4. Build.
+    # 5. Build.
     t_build = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -383,13 +335,17 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, batc
         "engine": engine_path.name,
         "onnx": onnx_path.name,
         "onnx_for_tensorrt": trt_onnx.name,
+        "fp16_onnx": fp16_onnx.name if fp16_onnx is not None else None,
         "plugin_libraries": {n: {"file": p.name, "sha256": sha256_file(p)} for n, p in placed_libs.items()},
         "plugin_load": load_info,
         "precision": precision,
+        "network": "strongly typed" if precision == "fp16" or trt_major(trt) >= 11 else "weakly typed (float32)",
+        "tf32": tf32_set,
+        "fp16_conversion": fp16_report,
         "profiles": [{name: {k: list(p[k]) for k in ("min", "opt", "max")} for name, p in profiles.items()}],
         "input_dtypes": {name: p["dtype"] for name, p in profiles.items()},
         "workspace_mb": int(workspace_mb),
-        "timing_cache": str(timing_cache) if timing_cache is not None else None,
+        "timing_cache": cache_facts,
         "tensorrt": {"python": trt.__version__, "headers": env.header_version, "include_dir": env.include_dir},
         "gpu": gpu_info(),
         "onnx_preparation": prep_report,
@@ -398,11 +354,11 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, batc
         "timings_s": {"build": round(build_s, 3)},
     }
 
-    # 5. Verification: the engine against the reference at each distinct batch of the profile.
+    # 6. Verification: the engine against the reference at each distinct batch of the profile.
     verdict = None
     if verify:
-        verdict = _verify(engine_bytes, original, profiles, reference, precision,
-                          tolerance if tolerance is not None else default_tolerance(original, precision), seed)
+        verdict = verify_engine(engine_bytes, original, profiles, reference, precision,
+                                tolerance if tolerance is not None else default_tolerance(original, precision), seed)
         manifest["verification"] = verdict
     else:
         manifest["verification"] = {"skipped": "verify=False"}
@@ -413,28 +369,3 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, batc
         raise ParityError(f"TensorRT engine differs from the reference: worst error {worst:.3g} of max|y| > tolerance "
                           f"{verdict['tolerance']:g} ({precision})")
     return manifest
-
-
-def _verify(engine_bytes: bytes, original: onnx.ModelProto, profiles: dict, reference, precision: str,
-            tol: float, seed: int) -> dict:
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-
-    output_names = [o.name for o in original.graph.output]
-    cases = []
-    ok = True
-    with TrtRunner(EngineFromBytes(engine_bytes), name="tensorrt") as runner:
-        for k, which in enumerate(("min", "opt", "max")):
-            if k > 0 and all(p[which] == p[("min", "opt", "max")[k - 1]] for p in profiles.values()):
-                continue
-            feeds = make_feeds(profiles, which, seed + k)
-            got = runner.infer(feed_dict=feeds)
-            ref = _reference_outputs(reference, original, feeds, output_names)
-            for name in output_names:
-                if name not in ref:
-                    raise CmcError(f"the reference produced no output named {name!r}")
-                rel = relative_error(got[name], ref[name])
-                ok &= rel <= tol
-                cases.append({"profile": which, "shapes": {n: list(f.shape) for n, f in feeds.items()},
-                              "output": name, "rel_err": rel})
-    return {"passed": bool(ok), "tolerance": tol, "precision": precision,
-            "reference": "onnxruntime" if reference is None else type(reference).__name__, "cases": cases}
