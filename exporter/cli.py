@@ -57,6 +57,13 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _latent(p: argparse.ArgumentParser):
+    p.add_argument("--binarize-weights", choices=("xnor", "sign"), default=None,
+                   help="the checkpoint holds latent float weights of binary layers (the codebase binarizes them "
+                        "outside the model): binarize the convs fed by a binarizing activation — xnor: XNOR-Net's "
+                        "centre, clamp, mean|W|*sign(W); sign: sign(W) (BinaryNet). Reported per layer")
+
+
 def export_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="cmc-export",
@@ -74,6 +81,7 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-shrink", action="store_true", help="keep pruned channels instead of removing them")
     p.add_argument("--accept-deviation", action="store_true",
                    help="let shrinking drop constant channels where that is not exact; the report states the deviation")
+    _latent(p)
     trt = p.add_argument_group("TensorRT (--to trt)")
     trt.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
     trt.add_argument("--batch", type=_trt_batch, default=None, metavar="MIN:OPT:MAX", help="optimisation profile for the batch")
@@ -95,6 +103,7 @@ def verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=None, help="override the contract tolerance (fraction of max|y|)")
     p.add_argument("--json", metavar="FILE", default="cmc-verdict.json", help="verdict JSON (default cmc-verdict.json)")
     p.add_argument("--junit", metavar="FILE", default="cmc-verdict.xml", help="JUnit XML (default cmc-verdict.xml)")
+    _latent(p)
     _common(p)
     return p
 
@@ -152,7 +161,8 @@ def _cmd_export(argv) -> int:
     opts = ExportOptions(model=args.model, to=args.to, arch=args.arch, input_shape=_shape(args.input_shape),
                          out_dir=args.output, verify=not args.no_verify, verify_batches=args.verify_batch,
                          allow_pickle=args.allow_pickle, shrink=not args.no_shrink,
-                         accept_deviation=args.accept_deviation, dynamic_batch=not args.static_batch, trt=trt)
+                         accept_deviation=args.accept_deviation, dynamic_batch=not args.static_batch,
+                         binarize_weights=args.binarize_weights, trt=trt)
     report = run_export(opts)
     parity = report.get("parity", {})
     if "passed" in parity:
@@ -170,7 +180,7 @@ def _cmd_verify(argv) -> int:
 
     return run_verify(args.artifact, args.model, arch=args.arch, input_shape=_shape(args.input_shape),
                       batches=args.verify_batch, tolerance=args.tolerance, json_path=args.json,
-                      junit_path=args.junit, allow_pickle=args.allow_pickle)
+                      junit_path=args.junit, allow_pickle=args.allow_pickle, binarize_weights=args.binarize_weights)
 
 
 def _cmd_shrink(argv) -> int:
