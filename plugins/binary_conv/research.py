@@ -234,6 +234,10 @@ def _analyse(module, obs, facts):
     binary, alpha = _two_valued(w1)
     looks_binary = binary or forms[0] in ("sign", "binarize")
     if not looks_binary and torch.equal(w1, _raw_weight(module, w1)):
+        if type(module) in (nn.Conv2d, nn.Linear):  # fed by a binarizing activation, yet float weights
+            return module, ("kept as a float layer: its input is binarized but its weights are not two-valued per "
+                            "output channel (latent float weights of a codebase that binarizes them outside the "
+                            "model? --binarize-weights xnor|sign applies that binarization)"), {}
         return None  # a float layer
     if forms[0] is None or forms[0] != forms[1]:
         return (module, f"kept as the user's own ops: the input it convolves is a transform of its input that "
