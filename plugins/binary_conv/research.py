@@ -66,7 +66,8 @@ def recognise(module: nn.Module, facts: dict | None = None):
     if shape is None:
         return None
     try:
-        obs = probe_twice(module, (2, *shape[1:]))
+        # A 2-D input has no spatial positions: more samples, so the per-channel fit below is overdetermined.
+        obs = probe_twice(module, (2 if len(shape) > 2 else 8, *shape[1:]))
     except Exception as e:  # the forward refuses a probe: not ours to judge; keep it
         if isinstance(module, (nn.Conv2d, nn.Linear)) and type(module) not in (nn.Conv2d, nn.Linear):
             return module, f"kept as the user's own ops: its forward failed on a probe input ({type(e).__name__}: {str(e)[:120]})", {}
@@ -363,8 +364,9 @@ def _binary(module, obs, call, geom, form, a, c, bias_call, w, alpha, facts):
         note = "inputs exactly 0 were seen (torch.sign(0)=0 is not +-1): the sign is a standard Sign op"
     elif form == "sign":
         binarize_input, how = True, "binarized inside the layer (torch.sign)"
-        note = ("binarize(0)=+1 where the research code's torch.sign(0)=0: no input exactly 0 was seen "
-                "in the calibration run; outputs would differ only for inputs exactly 0")
+        seen = "was seen in the calibration run" if flow is not None else "is known (no calibration run)"
+        note = (f"binarize(0)=+1 where the research code's torch.sign(0)=0: no input exactly 0 {seen}; "
+                "outputs would differ only for inputs exactly 0")
     elif form == "relu":
         prefix, binarize_input, how = nn.ReLU(), False, "ReLU (float input)"
     elif flow is not None and flow.input_sign_valued:
