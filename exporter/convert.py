@@ -14,9 +14,10 @@ from torch import nn
 
 from cmc.plugins.registry import OPERATORS
 
+from .attribution import explain_failure
 from .dataflow import observe_dataflow
 from .errors import CmcError
-from .idioms import legacy_autograd_functions
+from .idioms import eager_idioms
 
 
 def observe_zero_inputs(model: nn.Module, example: torch.Tensor) -> set[str]:
@@ -32,8 +33,10 @@ def observe_zero_inputs(model: nn.Module, example: torch.Tensor) -> set[str]:
                 seen.add(name)
         hooks.append(mod.register_forward_pre_hook(pre))
     try:
-        with torch.no_grad():
+        with eager_idioms(), torch.no_grad():
             model(example)
+    except Exception as e:
+        raise explain_failure(e, during="the calibration run", model=model, example=example) from e
     finally:
         for h in hooks:
             h.remove()
@@ -49,7 +52,10 @@ def convert_research_layers(model: nn.Module, example: torch.Tensor | None = Non
     ``sign_source`` (the value a sign in front of the layer took) and ``absorbed_by`` where a sign
     module became part of the BinaryConv after it."""
     zero_inputs = observe_zero_inputs(model, example) if example is not None else set()
-    flow = observe_dataflow(model, example) if example is not None else {}
+    try:
+        flow = observe_dataflow(model, example) if example is not None else {}
+    except Exception as e:
+        raise explain_failure(e, during="the calibration run", model=model, example=example) from e
     model = copy.deepcopy(model)
     modules = dict(model.named_modules())
     claims: dict[str, tuple[nn.Module, dict]] = {}
@@ -86,7 +92,7 @@ def convert_research_layers(model: nn.Module, example: torch.Tensor | None = Non
                 absorbed[extra["absorbs"]] = path
             claims[path] = (replacement, info)
 
-    with legacy_autograd_functions():
+    with eager_idioms():  # the probes run the user's layers' forwards
         visit(model, "")
     for sign_path, by in absorbed.items():
         if any(sign_path.startswith(p + ".") for p in claims):

@@ -19,7 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from .idioms import legacy_autograd_functions
+from .idioms import eager_idioms
 
 #: |v| this close to 0 or to 1 counts as an exact sign value (a straight-through estimator written as
 #: sign(x) - f(x) + f(x) lands within a few ulp of +-1, not on it).
@@ -151,7 +151,7 @@ def observe_dataflow(model: nn.Module, example: torch.Tensor) -> dict[str, Modul
         hooks.append(mod.register_forward_pre_hook(pre))
         hooks.append(mod.register_forward_hook(post, always_call=True))
     try:
-        with legacy_autograd_functions(), torch.no_grad(), _Flow(s):
+        with eager_idioms(), torch.no_grad(), _Flow(s):
             out = model(example)
     finally:
         for h in hooks:

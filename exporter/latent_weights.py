@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .attribution import explain_failure
 from .dataflow import observe_dataflow
 from .errors import CmcError
 
@@ -52,7 +53,10 @@ def binarize_latent_weights(model: nn.Module, example: torch.Tensor, scheme: str
     """Binarize, in place, the weights of the layers fed by a binarizing activation; one report entry each."""
     if scheme not in SCHEMES:
         raise CmcError(f"--binarize-weights {scheme!r}: choose one of {', '.join(SCHEMES)}")
-    flow = observe_dataflow(model, example)
+    try:
+        flow = observe_dataflow(model, example)
+    except Exception as e:
+        raise explain_failure(e, during="the calibration run for --binarize-weights", model=model, example=example) from e
     done = []
     for name, mod in model.named_modules():
         f = flow.get(name)

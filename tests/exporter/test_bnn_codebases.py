@@ -155,3 +155,17 @@ def test_a_channel_with_three_values_is_not_binary(tmp_path):
     assert kinds == {"features.2": "BinaryConv", "features.4": "float", "features.7": "BinaryConv"}
     with torch.no_grad():
         assert torch.allclose(pack_for_deployment(converted)(x), user(x), rtol=0, atol=1e-5 * float(user(x).abs().max()))
+
+
+def test_xnor_legacy_checkpoint_end_to_end(tmp_path, in_repo_root):
+    """cmc-export on XNOR-Net as it is (legacy BinActive, latent float weights in the checkpoint)."""
+    from . import xnor_models
+
+    ckpt = tmp_path / "xnor.pth"
+    torch.save(xnor_models.tiny_xnor().state_dict(), ckpt)
+    out = tmp_path / "out"
+    assert main([str(ckpt), "--arch", "tests.exporter.xnor_models:TinyXnorNet", "--input-shape", "1x3x8x8",
+                 "--binarize-weights", "xnor", "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [e["layer"] for e in report["binarized_weights"]] == ["xnor.3.conv", "xnor.5.conv"]
+    assert report["export"]["custom_nodes"] == {"BinaryConv": 2} and report["parity"]["passed"] is True
