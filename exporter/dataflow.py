@@ -45,11 +45,17 @@ class ModuleFacts:
     output_shape: tuple[int, ...] | None = None  # its output, where that is one tensor
     input_has_zeros: bool = False                # an input element exactly 0 in some call
     input_sign_valued: bool = True               # every call's input 0 was +-1 / 0 (see is_sign_valued)
+    input_both_signs: bool = False               # ... with some -1 and some +1 (not a {0, 1} mask or image)
     output_sign_valued: bool = True
     linear_calls: int = 0                        # conv2d / linear calls its own forward made (all calls)
     fed_by: str | None = None                    # the module whose output object was its input (first call)
     input_exclusive: bool = False                # ... and nothing but this module read that object
     sign_source: str | None = None               # its input was torch.sign(<this value>): 'path:output' / 'path'
+
+    @property
+    def binarized_input(self) -> bool:
+        """Its input was binarized before it: +-1 values of both signs (0 where torch.sign met 0)."""
+        return self.calls > 0 and self.input_sign_valued and self.input_both_signs
 
     @property
     def conv_like(self) -> bool:
@@ -125,6 +131,8 @@ def observe_dataflow(model: nn.Module, example: torch.Tensor) -> dict[str, Modul
                         s.track(x)
                     f.input_has_zeros |= bool((x == 0).any())
                     f.input_sign_valued &= is_sign_valued(x)
+                    if f.input_sign_valued and not f.input_both_signs:
+                        f.input_both_signs = bool((x < -0.5).any() and (x > 0.5).any())
                 else:
                     f.input_sign_valued = False
             finally:

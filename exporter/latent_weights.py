@@ -60,7 +60,7 @@ def binarize_latent_weights(model: nn.Module, example: torch.Tensor, scheme: str
     done = []
     for name, mod in model.named_modules():
         f = flow.get(name)
-        if not (_plain(mod) and f is not None and f.calls > 0 and f.input_sign_valued):
+        if not (_plain(mod) and f is not None and f.binarized_input):
             continue
         if _two_valued(mod.weight):
             done.append({"layer": name, "scheme": None, "note": "weights already two-valued per output channel: kept"})

@@ -116,7 +116,7 @@ def _is_candidate(module, flow) -> bool:
     if flow is not None and flow.calls == 0:
         return False  # never ran: nothing to reproduce
     if type(module) in (nn.Conv2d, nn.Linear):
-        return flow is not None and flow.input_sign_valued  # fed by a binarizing activation
+        return flow is not None and flow.binarized_input  # fed by a binarizing activation
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         return True
     if type(module).__module__.startswith("torch."):
@@ -369,7 +369,7 @@ def _binary(module, obs, call, geom, form, a, c, bias_call, w, alpha, facts):
                 "outputs would differ only for inputs exactly 0")
     elif form == "relu":
         prefix, binarize_input, how = nn.ReLU(), False, "ReLU (float input)"
-    elif flow is not None and flow.input_sign_valued:
+    elif flow is not None and flow.binarized_input:
         binarize_input, how, extra, note = _fed_by_sign(flow, facts)
     else:
         binarize_input, how = False, "float (binary weights only)"

@@ -57,3 +57,15 @@ def test_sign_values_within_ulps():
     one = torch.tensor([1.0])
     assert is_sign_valued(torch.tensor([1.0, -1.0, 0.0])) and is_sign_valued((one - 0.3) + 0.3)
     assert not is_sign_valued(torch.tensor([1.0, 0.5])) and not is_sign_valued(torch.tensor([1, -1]))
+
+
+def test_a_zero_one_mask_is_not_a_binarized_activation():
+    """A {0, 1} input (a thresholded image) is sign-valued but not +-1: no layer is taken as fed by a sign."""
+    from cmc.exporter.convert import convert_research_layers
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)).eval()
+    x = (torch.randn(1, 3, 8, 8) > 0).float()
+    f = observe_dataflow(m, x)
+    assert f["0"].input_sign_valued and not f["0"].binarized_input
+    assert convert_research_layers(m, x)[1] == []
