@@ -3,6 +3,15 @@
 Walks the user's module tree; every module a plugin's recogniser claims is swapped in its parent
 for the cmc equivalent (the original object is left untouched: we work on a deep copy). Returns the
 list of what was converted, which goes into the report.
+
+Recogniser contract (``OPERATORS[i]["recognise"](module, facts)``): None (not ours), or
+``(replacement, description)`` or ``(replacement, description, extra)``; ValueError when the module
+looks like one but does not fit (a refusal naming the layer). ``facts``: ``input_has_zeros``,
+``flow`` (``dataflow.ModuleFacts`` of this module in the calibration run) and ``feeder`` ((path,
+module, facts) of the module whose output object was its input). ``extra`` may name a value for the
+sign-flip check (``binarizes``, ``sign_source``) and a sibling module to absorb (``absorbs``: it
+becomes Identity). Claims are collected first and applied after the walk, so an absorption does not
+depend on the order in which modules were registered.
 """
 from __future__ import annotations
 
