@@ -75,6 +75,13 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _latent(p: argparse.ArgumentParser):
+    p.add_argument("--binarize-weights", choices=("xnor", "sign"), default=None,
+                   help="the checkpoint holds latent float weights of binary layers (the codebase binarizes them "
+                        "outside the model): binarize the convs fed by a binarizing activation — xnor: XNOR-Net's "
+                        "centre, clamp, mean|W|*sign(W); sign: sign(W) (BinaryNet). Reported per layer")
+
+
 def export_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="cmc-export",
@@ -95,6 +102,7 @@ def export_parser() -> argparse.ArgumentParser:
                         "BinaryConvs passes its signs on as packed bits)")
     p.add_argument("--accept-deviation", action="store_true",
                    help="let shrinking drop constant channels where that is not exact; the report states the deviation")
+    _latent(p)
     trt = p.add_argument_group("TensorRT (--to trt)")
     trt.add_argument("--fp16", action="store_true",
                      help="FP16 engine: cmc writes a float16 ONNX (float32 where float16 would change results) and "
@@ -121,6 +129,7 @@ def verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=None, help="override the contract tolerance (fraction of max|y|)")
     p.add_argument("--json", metavar="FILE", default="cmc-verdict.json", help="verdict JSON (default cmc-verdict.json)")
     p.add_argument("--junit", metavar="FILE", default="cmc-verdict.xml", help="JUnit XML (default cmc-verdict.xml)")
+    _latent(p)
     _common(p)
     return p
 
@@ -179,7 +188,8 @@ def _cmd_export(argv) -> int:
                          out_dir=args.output, verify=not args.no_verify, verify_batches=args.verify_batch,
                          allow_pickle=args.allow_pickle, shrink=not args.no_shrink,
                          accept_deviation=args.accept_deviation, dynamic_batch=not args.static_batch,
-                         packed_chains=not args.no_packed_chains, trt=trt)
+                         packed_chains=not args.no_packed_chains,
+                         binarize_weights=args.binarize_weights, trt=trt)
     report = run_export(opts)
     parity = report.get("parity", {})
     if "passed" in parity:
@@ -197,7 +207,7 @@ def _cmd_verify(argv) -> int:
 
     return run_verify(args.artifact, args.model, arch=args.arch, input_shape=_shape(args.input_shape),
                       batches=args.verify_batch, tolerance=args.tolerance, json_path=args.json,
-                      junit_path=args.junit, allow_pickle=args.allow_pickle)
+                      junit_path=args.junit, allow_pickle=args.allow_pickle, binarize_weights=args.binarize_weights)
 
 
 def _cmd_shrink(argv) -> int:

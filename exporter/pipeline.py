@@ -73,6 +73,7 @@ class ExportOptions:
     accept_deviation: bool = False
     dynamic_batch: bool = True
     packed_chains: bool = True
+    binarize_weights: str | None = None  # latent float weights of binary layers: 'xnor' | 'sign' (latent_weights.py)
     trt: dict = field(default_factory=dict)
 
 
@@ -140,6 +141,13 @@ def prepare(opts: ExportOptions, steps: Steps):
 
     user_model = loaded.module
     _dry_run(user_model, x)
+    if opts.binarize_weights:
+        from .latent_weights import binarize_latent_weights
+
+        # The reference itself changes: the codebase computes with the binarized weights.
+        report["binarized_weights"] = binarize_latent_weights(user_model, x, opts.binarize_weights)
+        log(f"    --binarize-weights {opts.binarize_weights}: "
+            f"{sum(bool(e['scheme']) for e in report['binarized_weights'])} layer(s) binarized")
     # Convert first, so research layers (adder2d, Conv2d_Q) are shrunk as the cmc operators they are.
     with steps("convert"):
         model, converted = convert_research_layers(user_model, x)
@@ -172,6 +180,7 @@ def _maybe_shrink(opts, model, x) -> dict:
 def run_export(opts: ExportOptions) -> dict:
     from .idioms import eager_idioms
     from .onnx_export import export_onnx
+    from .sign_flips import annotate_binarization_points
     from .verify import verify
 
     t_start = time.perf_counter()
@@ -185,6 +194,7 @@ def run_export(opts: ExportOptions) -> dict:
         reference, deployable, x, report = prepare(opts, steps)
         with steps("export", "ONNX (torch.export + dynamo exporter)"):
             res = export_onnx(deployable, x, dynamic_batch=opts.dynamic_batch, packed_chains=opts.packed_chains)
+            annotate_binarization_points(res.model, report.get("converted", []))
             stem = Path(opts.model).stem
             onnx_name = f"{stem}.onnx"
             onnx_path = stage.path(onnx_name)

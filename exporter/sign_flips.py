@@ -30,6 +30,10 @@ CMC_DOMAIN = "com.cmc"
 #: |v| below rel * max|v| (of that tensor, in PyTorch and in the export) counts as "sign decided by
 #: rounding". float32 rounding of a folded epilogue is ~1e-7 of the terms it adds.
 DEFAULT_REL = 1e-5
+#: Node metadata: the PyTorch value a binarization point takes the sign of ('path' = input 0 of that
+#: user module, 'path:output' = its output), written by ``annotate_binarization_points``.
+VALUE_KEY = "cmc.binarized_value"
+_PASS_THROUGH = ("Identity", "Dropout")
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -55,8 +59,19 @@ class Point:
     value: str            # the ONNX tensor whose sign is taken
     consumer: int         # index of the first binarizing node in graph order
     kind: str             # "binarize" (v >= 0 -> +1, the BinaryConv contract) or "sign" (torch.sign)
-    module: str | None = None  # the user module whose input is that value
+    module: str | None = None  # where PyTorch holds that value: 'path' (input 0 of that module) or 'path:output'
     consumers: list[int] = field(default_factory=list)  # every node that binarizes it this way
+
+
+_PACKED_IN = ("BinaryConvPackedIn", "BinaryConvPackedInOut")
+
+
+def _binarizing_kind(node: onnx.NodeProto) -> str | None:
+    if node.domain in ("", "ai.onnx") and node.op_type == "Sign":
+        return "sign"
+    if node.domain == CMC_DOMAIN and node.op_type == "BinaryConv" and int(_attr(node, "binarize_input", 1)):
+        return "binarize"
+    return None
 
 
 def binarization_points(model: onnx.ModelProto) -> list[Point]:
@@ -64,11 +79,8 @@ def binarization_points(model: onnx.ModelProto) -> list[Point]:
     also fed to a Sign is two points (their signs of 0 differ)."""
     points: dict[tuple[str, str], Point] = {}
     for i, node in enumerate(model.graph.node):
-        if node.domain in ("", "ai.onnx") and node.op_type == "Sign":
-            kind = "sign"
-        elif node.domain == CMC_DOMAIN and node.op_type == "BinaryConv" and int(_attr(node, "binarize_input", 1)):
-            kind = "binarize"
-        else:
+        kind = _binarizing_kind(node)
+        if kind is None:
             continue
         p = points.setdefault((node.input[0], kind), Point(node.input[0], i, kind))
         p.consumers.append(i)
@@ -89,27 +101,90 @@ def _resolve_module(torch_model: torch.nn.Module, path: str | None) -> str | Non
     return None
 
 
+def _torch_key(torch_model: torch.nn.Module, node: onnx.NodeProto) -> str | None:
+    """Where PyTorch holds the value ``node`` takes the sign of: 'path' (input 0 of that user module) or
+    'path:output'. The convert step's record (``annotate_binarization_points``) comes first; without
+    one, the node's module scope (its module or the nearest ancestor the user's model has)."""
+    for p in node.metadata_props:
+        if p.key == VALUE_KEY:
+            path, _, port = p.value.partition(":")
+            names = dict(torch_model.named_modules())
+            return p.value if path in names and port in ("", "output") else None
+    return _resolve_module(torch_model, _scope_path(node))
+
+
+def _within(path: str | None, layer: str) -> bool:
+    return path is not None and (path == layer or path.startswith(layer + "."))
+
+
+def annotate_binarization_points(model: onnx.ModelProto, converted: list[dict]) -> int:
+    """Record on each binarization point of ``model`` which PyTorch value it takes the sign of, from
+    the convert report (``binarizes``, ``sign_source``): a sign module absorbed into a BinaryConv
+    binarizes that module's input, not the layer's (already +-1) input; a Sign op a parent's forward
+    applies in front of a layer takes the sign of another module's output. Returns how many nodes."""
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    count = 0
+
+    def mark(node, value):
+        nonlocal count
+        for p in node.metadata_props:
+            if p.key == VALUE_KEY:
+                p.value = value
+                break
+        else:
+            node.metadata_props.add(key=VALUE_KEY, value=value)
+        count += 1
+
+    for entry in converted:
+        layer = entry["layer"]
+        inside = [n for n in nodes if _within(_scope_path(n), layer)]
+        if entry.get("binarizes"):
+            for n in inside:
+                # A packed-input variant binarizes its input too (in its producer's epilogue); the mark
+                # survives packed_chains.unpack_chains, where flips are attributed.
+                if _binarizing_kind(n) is not None or (n.domain == CMC_DOMAIN and n.op_type in _PACKED_IN):
+                    mark(n, entry["binarizes"])
+        if entry.get("sign_source"):
+            for n in inside:
+                if n.domain != CMC_DOMAIN or n.op_type != "BinaryConv":
+                    continue
+                src = producer.get(n.input[0])
+                while src is not None and src.op_type in _PASS_THROUGH and src.domain in ("", "ai.onnx"):
+                    src = producer.get(src.input[0])
+                if src is not None and _binarizing_kind(src) == "sign":
+                    mark(src, entry["sign_source"])
+    return count
+
+
 def _signs(v: np.ndarray, kind: str) -> np.ndarray:
     return np.where(v >= 0, 1, -1) if kind == "binarize" else np.sign(v)
 
 
-def _torch_values(torch_model, modules: list[str], feed: dict) -> dict[str, np.ndarray | None]:
-    """Input 0 of each module in one run (None where the module ran more or less than once)."""
-    got: dict[str, list] = {m: [] for m in modules}
+def _torch_values(torch_model, keys: list[str], feed: dict) -> dict[str, np.ndarray | None]:
+    """Each key's value ('path': input 0 of that module, 'path:output': its output) in one run
+    (None where the module ran more or less than once)."""
+    got: dict[str, list] = {k: [] for k in keys}
     mods = dict(torch_model.named_modules())
     hooks = []
-    for name in set(modules):
-        def pre(m, args, name=name):
-            if args and isinstance(args[0], torch.Tensor):
-                got[name].append(args[0].detach().to(torch.float64).cpu().numpy().copy())
-        hooks.append(mods[name].register_forward_pre_hook(pre))
+    for key in set(keys):
+        path, _, port = key.partition(":")
+
+        def grab(t, key=key):
+            if isinstance(t, torch.Tensor):
+                got[key].append(t.detach().to(torch.float64).cpu().numpy().copy())
+
+        if port == "output":
+            hooks.append(mods[path].register_forward_hook(lambda m, args, out, grab=grab: grab(out)))
+        else:
+            hooks.append(mods[path].register_forward_pre_hook(lambda m, args, grab=grab: grab(args[0]) if args else None))
     try:
         with torch.no_grad():
             torch_model(*[torch.from_numpy(np.asarray(v)) for v in feed.values()])
     finally:
         for h in hooks:
             h.remove()
-    return {m: (v[0] if len(v) == 1 else None) for m, v in got.items()}
+    return {k: (v[0] if len(v) == 1 else None) for k, v in got.items()}
 
 
 def _forcing_model(model: onnx.ModelProto, points: list[Point]) -> onnx.ModelProto:
@@ -164,7 +239,7 @@ def attribute_flips(torch_model, onnx_model: onnx.ModelProto, feed: dict[str, np
     if not points:
         return None
     for p in points:
-        p.module = _resolve_module(torch_model, _scope_path(onnx_model.graph.node[p.consumer]))
+        p.module = _torch_key(torch_model, onnx_model.graph.node[p.consumer])
     tv = _torch_values(torch_model, [p.module for p in points if p.module], feed)
     report = FlipReport(points=len(points), attributed=0)
     for p in points:
@@ -198,6 +273,8 @@ def attribute_flips(torch_model, onnx_model: onnx.ModelProto, feed: dict[str, np
             continue
         v_t = tv[p.module]
         v_o = np.asarray(vals[k], np.float64)
+        if v_t.shape != v_o.shape and v_t.size == v_o.size:  # a linear layer's [N, F] as a 1x1 conv's [N, F, 1, 1]
+            v_t = v_t.reshape(v_o.shape)
         if v_t.shape != v_o.shape:
             p.module = None
             report.attributed -= 1

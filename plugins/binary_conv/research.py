@@ -1,119 +1,422 @@
-"""Recognise the BNN research code's quantized conv (``Conv2d_Q`` inside ``Tnn_Bin_Conv2d``).
+"""Recognise binary layers of research code by what they compute, not by their class names.
 
-Structure: an nn.Conv2d subclass with child modules ``activation_quantizer`` (attribute ``A``) and
-``weight_quantizer`` (attribute ``W``). What it computes, reproduced exactly:
-* A == 2: activations torch.sign(x); otherwise ReLU(x) (in place, as the research code does);
-* W == 2: weights alpha * torch.sign(W), alpha = mean |W| per output channel of the weights as they
-  are (the code's mean-centring and clamp are not in-place and do nothing); otherwise W unchanged;
-* then F.conv2d with the layer's bias, stride, padding, dilation and groups (zero padding after
-  binarization, so padded taps add 0).
-Differences from the contract's binarize(0) = +1 are handled, not ignored: weights containing an
-exact 0 (torch.sign(0) = 0) cannot be +-1, so that layer stays a float conv with alpha*sign(W)
-weights; where a calibration run sees inputs exactly 0 (a ReLU in front), the sign stays a standard
-Sign op in front of BinaryConv(binarize_input=0); otherwise the note says where outputs could differ.
+A candidate is an ``nn.Conv2d`` / ``nn.Linear`` subclass, or any module (outside torch.nn) that owns
+parameters and made exactly one conv2d / linear call per call in the calibration run (Bi-Real's
+``HardBinaryConv`` with a flat weight), or a plain ``nn.Conv2d`` / ``nn.Linear`` whose input was
+already binarized (XNOR-Net's ``BinActive`` before a float conv). Its own forward is run on probe
+inputs (``probe.py``: a deep copy; exact zeros and both signs in the probe) and the conv/linear call
+it makes is recorded. The layer is binary when
+
+* the weight it really convolves with (whatever its quantizer did: centring that takes effect or
+  not, BinaryNet's ``weight.org`` swap, a power-of-two scale) is exactly +-alpha_m per output channel,
+  the same on two consecutive calls with different inputs (it depends on the parameters alone);
+* the input it convolves is the probe as it is, torch.sign(probe) (sign(0) = 0), binarize(probe)
+  (sign(0) = +1) or relu(probe) — anything else cannot be expressed and the layer is kept;
+* its output is an affine function per output channel of what the call returned (a bias added
+  afterwards, a scale multiplied afterwards), and the BinaryConv it would become reproduces the
+  layer's output on both probes within 1e-5 of max|y| (in float64).
+
+A recognition that does not hold keeps the user's own layer, reported; the parity check after export
+stays the last word. Where a calibration run saw inputs exactly 0, torch.sign(0) = 0 is kept by a
+standard Sign op in front of BinaryConv(binarize_input=0). A parameter-free module whose output is
+an elementwise sign of its input (Bi-Real's ``BinaryActivation``, micronet's ``ActivationQuantizer``)
+becomes a plain Sign, or is absorbed into the BinaryConv it alone feeds (binarize_input=1).
+Linear layers become 1x1 BinaryConv on [N, F, 1, 1].
 """
 from __future__ import annotations
 
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .layer import BinaryConv2d
+from .._conv_args import pair
+from .layer import BinaryConv2d, PackedBinaryConv2d
+from .probe import probe_input, probe_twice, run_probe
+from .research_forms import Binarize, LinearAsConv1x1, TorchSign
 
-
-def _quantizers(module):
-    aq = getattr(module, "activation_quantizer", None)
-    wq = getattr(module, "weight_quantizer", None)
-    if isinstance(module, nn.Conv2d) and isinstance(aq, nn.Module) and isinstance(wq, nn.Module):
-        return aq, wq
-    return None
+#: Elements within this of +-1 / 0 count as sign values (an STE written sign(x) - f(x) + f(x) is off by ulps).
+SIGN_TOL = 1e-6
+#: The rebuilt layer must reproduce the research layer on the probes within this of max|y| (contract: 1e-4).
+CHECK_TOL = 1e-5
+_CMC_TYPES = (BinaryConv2d, PackedBinaryConv2d, TorchSign, Binarize, LinearAsConv1x1)
 
 
 def recognise(module: nn.Module, facts: dict | None = None):
-    """``facts`` may hold what a calibration run saw: ``input_has_zeros`` (an input element exactly 0)."""
+    """``facts`` (from the calibration run, optional): ``flow`` — this module's
+    ``cmc.exporter.dataflow.ModuleFacts``; ``feeder`` — (path, module, ModuleFacts) of the module
+    whose output was this module's input; ``input_has_zeros``.
+
+    Returns None, or (replacement, description, extra) with extra keys ``binarizes`` (the user's
+    value whose sign the emitted binarization takes: 'path' = its input 0, 'path:output'),
+    ``sign_source`` (the value a sign in front of the layer, outside it, took) and ``absorbs`` (the
+    path of a sign module to replace with Identity)."""
     facts = facts or {}
-    if isinstance(module, BinaryConv2d):
+    if isinstance(module, _CMC_TYPES):
         return None
-    q = _quantizers(module)
-    if q is None:
+    flow = facts.get("flow")
+    if _is_sign_module_candidate(module, flow):
+        convention = sign_convention(module, flow.input_shape)
+        if convention is None:
+            return None
+        return _sign_replacement(module, convention)
+    if not _is_candidate(module, flow):
         return None
-    aq, wq = q
-    if not hasattr(aq, "A") or not hasattr(wq, "W"):
-        raise ValueError(f"{type(module).__name__}: quantizers lack the A / W bit-width attributes")
-    a_bits, w_bits = int(aq.A), int(wq.W)
-    if w_bits not in (2, 32) or a_bits not in (2, 32):
-        # No cmc operator for this width (ternary, ...): export the user's own forward, traced to
-        # standard ops, which computes exactly what their model computes.
-        return module, (f"kept as standard ops: A={a_bits}, W={w_bits} (ternary or other widths) "
-                        "has no cmc operator")
-    # The research forward calls F.conv2d itself, so padding_mode is ignored and padding is zeros.
-    pads = _explicit_pads(module)
-    w = module.weight.detach()
-    binarize_input = a_bits == 2
-    prefix = [] if binarize_input else [nn.ReLU(inplace=True)]
-    note = None
-    if w_bits != 2:
-        layer = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                          module.padding, module.dilation, module.groups, module.bias is not None)
-        _copy_conv(layer, w, module.bias)
-        kind = "float conv"
-    elif bool((w == 0).any()):
-        alpha = w.abs().mean(dim=(1, 2, 3), keepdim=True)
-        layer = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                          module.padding, module.dilation, module.groups, module.bias is not None)
-        _copy_conv(layer, torch.sign(w) * alpha, module.bias)
-        kind = "float conv (weights contain exact zeros: torch.sign(0)=0 is not +-1)"
+    shape = flow.input_shape if flow is not None and flow.input_shape else _synthetic_shape(module)
+    if shape is None:
+        return None
+    try:
+        # A 2-D input has no spatial positions: more samples, so the per-channel fit below is overdetermined.
+        obs = probe_twice(module, (2 if len(shape) > 2 else 8, *shape[1:]))
+    except Exception as e:  # the forward refuses a probe: not ours to judge; keep it
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and type(module) not in (nn.Conv2d, nn.Linear):
+            return module, f"kept as the user's own ops: its forward failed on a probe input ({type(e).__name__}: {str(e)[:120]})", {}
+        return None
+    return _analyse(module, obs, facts)
+
+
+# ---------------------------------------------------------------- sign modules
+
+def _is_sign_module_candidate(module, flow) -> bool:
+    return (flow is not None and flow.calls > 0 and flow.output_sign_valued and flow.input_shape is not None
+            and flow.output_shape == flow.input_shape and flow.linear_calls == 0
+            and not any(True for _ in module.parameters()) and not isinstance(module, (nn.Dropout, nn.Identity)))
+
+
+def sign_convention(module: nn.Module, shape) -> str | None:
+    """'sign' (torch.sign: 0 -> 0) or 'binarize' (0 -> +1) when ``module`` computes an elementwise
+    sign of its input on probes with exact zeros (within SIGN_TOL); None otherwise."""
+    import copy
+
+    m = copy.deepcopy(module)
+    for seed in (11, 12):
+        try:
+            obs = run_probe(m, probe_input((2, *shape[1:]), seed))
+        except Exception:
+            return None
+        form = _input_form(obs.probe, obs.output)
+        if form not in ("sign", "binarize"):
+            return None
+        if seed == 11:
+            first = form
+        elif form != first:
+            return None
+    return first
+
+
+def _sign_replacement(module, convention):
+    if convention == "sign":
+        return TorchSign(), f"Sign (torch.sign: sign(0) = 0), from {type(module).__name__}", {}
+    return Binarize(), f"binarize (sign(0) = +1), from {type(module).__name__}", {}
+
+
+# ---------------------------------------------------------------- conv / linear layers
+
+def _is_candidate(module, flow) -> bool:
+    if flow is not None and flow.calls == 0:
+        return False  # never ran: nothing to reproduce
+    if type(module) in (nn.Conv2d, nn.Linear):
+        return flow is not None and flow.binarized_input  # fed by a binarizing activation
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        return True
+    if type(module).__module__.startswith("torch."):
+        return False
+    return flow is not None and flow.conv_like and any(True for _ in module.parameters(recurse=False))
+
+
+def _synthetic_shape(module):
+    """A probe shape for a layer the calibration run did not see (only nn.Conv2d / nn.Linear subclasses)."""
+    if isinstance(module, nn.Conv2d):
+        k = max((d * (kk - 1) + 1) for d, kk in zip(module.dilation, module.kernel_size))
+        side = k + 2 * max(module.stride) + 3
+        return (2, module.in_channels, side, side)
+    if isinstance(module, nn.Linear):
+        return (2, module.in_features)
+    return None
+
+
+def _input_form(probe: torch.Tensor, x: torch.Tensor) -> str | None:
+    """How the tensor the layer convolved (``x``) relates to the probe it was given."""
+    if not isinstance(x, torch.Tensor) or x.shape != probe.shape:
+        return None
+    if torch.equal(x, probe):
+        return "float"
+    x = x.double()
+    p = probe.double()
+    if bool(((x - torch.sign(p)).abs() <= SIGN_TOL).all()):
+        return "sign"
+    if bool(((x - torch.where(p >= 0, 1.0, -1.0)).abs() <= SIGN_TOL).all()):
+        return "binarize"
+    if torch.equal(x, torch.relu(p)):
+        return "relu"
+    return None
+
+
+def _two_valued(w: torch.Tensor):
+    """(is +-alpha_m per output channel, alpha [M] float64)."""
+    a = w.double().abs().flatten(1)
+    amax, amin = a.max(1).values, a.min(1).values
+    ok = bool(((amin > 0) & ((amax - amin) <= SIGN_TOL * amax)).all())
+    return ok, a.mean(1)
+
+
+def _few_levels(w: torch.Tensor, n: int = 3) -> bool:
+    """Every output channel's weights take at most ``n`` distinct values (a binary/ternary look-alike)."""
+    return all(torch.unique(row).numel() <= n for row in w.flatten(1))
+
+
+def _geometry(call):
+    """(stride, pads [t, l, b, r], dilation, groups) of a conv2d call; 1x1 identity for linear."""
+    if call.kind == "linear":
+        return [1, 1], [0, 0, 0, 0], [1, 1], 1
+    stride, dilation = pair(call.stride, "stride"), pair(call.dilation, "dilation")
+    kh, kw = call.weight.shape[2:]
+    p = call.padding
+    if p == "valid":
+        pads = [0, 0, 0, 0]
+    elif p == "same":  # the odd extra row/column at the bottom/right, as PyTorch pads it
+        th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+        pads = [th // 2, tw // 2, th - th // 2, tw - tw // 2]
     else:
-        zeros_seen = binarize_input and facts.get("input_has_zeros", False)
-        if zeros_seen:
-            # Inputs exactly 0 (e.g. after a ReLU) binarize to 0 with torch.sign, not to +1: keep the
-            # user's sign as a standard Sign op and give BinaryConv the already-signed input.
-            prefix = [TorchSign()]
-        layer = BinaryConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                             pads, module.dilation, module.groups, module.bias is not None,
-                             binarize_input=binarize_input and not zeros_seen, use_alpha=True)
-        with torch.no_grad():
-            layer.weight.copy_(w)
-            if module.bias is not None:
-                layer.bias.copy_(module.bias)
-        if zeros_seen:
-            kind = "Sign + BinaryConv (binarize_input=0)"
-            note = "inputs exactly 0 were seen (torch.sign(0)=0 is not +-1): the sign is a standard Sign op"
-        else:
-            kind = "BinaryConv" + ("" if binarize_input else " (float input)")
-            if binarize_input:
-                note = ("binarize(0)=+1 where the research code's torch.sign(0)=0: no input exactly 0 was seen "
-                        "in the calibration run; outputs would differ only for inputs exactly 0")
-    if binarize_input and not isinstance(layer, BinaryConv2d):
-        prefix = [TorchSign()]  # standard ops, exactly the research code's torch.sign activations
-    out = nn.Sequential(*prefix, layer) if prefix else layer
-    desc = (f"{kind} {module.in_channels}->{module.out_channels} k={tuple(module.kernel_size)} "
-            f"stride={tuple(module.stride)} groups={module.groups} A={a_bits} W={w_bits}")
+        ph, pw = pair(p, "padding")
+        pads = [ph, pw, ph, pw]
+    return stride, pads, dilation, int(call.groups)
+
+
+def _conv64(x, w, geom):
+    stride, pads, dilation, groups = geom
+    x = x.double()
+    if x.dim() == 2:
+        return x @ w.double().t()
+    x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+    return F.conv2d(x, w.double(), None, stride, 0, dilation, groups)
+
+
+def _per_channel(v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return v.view(1, -1, *([1] * (y.dim() - 2)))
+
+
+def _close(y_hat, y) -> bool:
+    y = y.double()
+    return y_hat.shape == y.shape and float((y_hat - y).abs().max()) <= CHECK_TOL * max(float(y.abs().max()), 1e-30)
+
+
+def _post_affine(module, obs):
+    """(a [M], c [M]) float64 with layer output = a * (what conv2d/linear returned) + c on both probes."""
+    pairs = [(o.output, o.calls[0].output) for o in obs]
+    if not all(isinstance(yl, torch.Tensor) and yl.shape == yc.shape for yl, yc in pairs):
+        return None
+    m = pairs[0][1].shape[1]
+    one, zero = torch.ones(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
+    candidates = [(one, zero)]
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor) and bias.numel() == m and obs[0].calls[0].bias is None:
+        candidates.append((one, bias.detach().double().flatten()))  # BinaryNet: out += bias after the call
+    yl = torch.cat([p[0].double().transpose(0, 1).reshape(m, -1) for p in pairs], 1)
+    yc = torch.cat([p[1].double().transpose(0, 1).reshape(m, -1) for p in pairs], 1)
+    mc = yc.mean(1, keepdim=True)
+    var = ((yc - mc) ** 2).sum(1)
+    if bool((var > 0).all()):  # least squares per channel: a scale or BatchNorm applied after the call
+        a = ((yc - mc) * (yl - yl.mean(1, keepdim=True))).sum(1) / var
+        candidates.append((a, yl.mean(1) - a * mc.squeeze(1)))
+    for a, c in candidates:
+        if all(_close(_per_channel(a, yc_) * yc_.double() + _per_channel(c, yc_), yl_) for yl_, yc_ in pairs):
+            return a, c
+    return None
+
+
+def _analyse(module, obs, facts):
+    name = type(module).__name__
+    if any(len(o.calls) != 1 for o in obs):
+        return None
+    c1, c2 = obs[0].calls[0], obs[1].calls[0]
+    w1, w2 = c1.weight.detach(), c2.weight.detach()
+    forms = [_input_form(o.probe, o.calls[0].input) for o in obs]
+    binary, alpha = _two_valued(w1)
+    looks_binary = binary or forms[0] in ("sign", "binarize")
+    if not looks_binary and torch.equal(w1, _raw_weight(module, w1)):
+        if type(module) in (nn.Conv2d, nn.Linear):  # fed by a binarizing activation, yet float weights
+            return module, ("kept as a float layer: its input is binarized but its weights are not two-valued per "
+                            "output channel (latent float weights of a codebase that binarizes them outside the "
+                            "model? --binarize-weights xnor|sign applies that binarization)"), {}
+        return None  # a float layer
+    if forms[0] is None or forms[0] != forms[1]:
+        return (module, f"kept as the user's own ops: the input it convolves is a transform of its input that "
+                        f"BinaryConv cannot express", {}) if looks_binary else None
+    if c1.kind == "linear" and c1.input.dim() != 2:
+        return (module, "kept as the user's own ops: a linear layer on a non-2-D input", {}) if looks_binary else None
+    if w1.shape != w2.shape or not _same_weights(w1, w2, binary):
+        return (module, "kept as the user's own ops: its effective weights change from call to call "
+                        "(in-place updates that do not settle, or weights that depend on the input)", {}) \
+            if looks_binary else None
+    affine = _post_affine(module, obs)
+    if affine is None:
+        return (module, "kept as the user's own ops: its output is not an affine function per channel of its "
+                        "conv/linear call", {}) if looks_binary else None
+    a, c = affine
+    geom = _geometry(c1)
+    bias_call = c1.bias.detach().double() if c1.bias is not None else torch.zeros_like(a)
+    form = forms[0]
+    if not binary:
+        if not (form in ("sign", "binarize") or _few_levels(w1)):
+            return None
+        return _frozen_float(module, obs, c1, geom, form, a, c, bias_call, w1)
+    return _binary(module, obs, c1, geom, form, a, c, bias_call, w1, alpha, facts)
+
+
+def _raw_weight(module, like):
+    """The module's own parameter that has the effective weight's shape (or ``like`` when none has)."""
+    for p in module.parameters(recurse=False):
+        if p.shape == like.shape:
+            return p.detach()
+    return like.new_full(like.shape, float("nan"))
+
+
+def _same_weights(w1, w2, binary) -> bool:
+    if binary:
+        _, a1 = _two_valued(w1)
+        ok2, a2 = _two_valued(w2)
+        return ok2 and torch.equal(w1 >= 0, w2 >= 0) and bool(((a1 - a2).abs() <= SIGN_TOL * a1).all())
+    return bool((w1.double() - w2.double()).abs().max() <= SIGN_TOL * max(float(w1.abs().max()), 1e-30))
+
+
+_PREFIX = {"sign": TorchSign, "binarize": Binarize, "relu": lambda: nn.ReLU()}
+
+
+def _exact_input(form, p):
+    p = p.double()
+    return {"float": p, "sign": torch.sign(p), "binarize": torch.where(p >= 0, 1.0, -1.0), "relu": torch.relu(p)}[form]
+
+
+def _frozen_float(module, obs, call, geom, form, a, c, bias_call, w):
+    """A look-alike that is not binary (ternary, a zero weight under torch.sign): its effective weights as a
+    standard conv/linear, with its input transform in front — exact, and free of its forward's idioms."""
+    weight = a.view(-1, *([1] * (w.dim() - 1))) * w.double()
+    bias = a * bias_call + c
+    for o in obs:
+        y_hat = _conv64(_exact_input(form, o.probe), weight, geom) + _per_channel(bias, o.output)
+        if not _close(y_hat, o.output):
+            return module, "kept as the user's own ops: a float rebuild of it does not reproduce its output", {}
+    layer = _float_layer(call, geom, weight, bias)
+    out = nn.Sequential(_PREFIX[form](), layer) if form != "float" else layer
+    levels = max(torch.unique(row).numel() for row in w.flatten(1))
+    zeros = " (exact zeros: torch.sign(0) = 0 is not +-1)" if bool((w == 0).any()) else ""
+    desc = (f"float {call.kind} {_shape_desc(call, geom)}: not binary, its effective weights take up to {levels} "
+            f"values per output channel{zeros}; input {_INPUT_DESC[form]}")
+    return out, desc, {}
+
+
+def _float_layer(call, geom, weight, bias):
+    stride, pads, dilation, groups = geom
+    w32, b32 = weight.float(), bias.float()
+    if call.kind == "linear":
+        layer = nn.Linear(w32.shape[1], w32.shape[0])
+    else:
+        m, cg, kh, kw = w32.shape
+        symmetric = pads[0] == pads[2] and pads[1] == pads[3]
+        layer = nn.Conv2d(cg * groups, m, (kh, kw), stride, (pads[0], pads[1]) if symmetric else 0, dilation, groups)
+    with torch.no_grad():
+        layer.weight.copy_(w32)
+        layer.bias.copy_(b32)
+    if call.kind == "conv2d" and not (pads[0] == pads[2] and pads[1] == pads[3]):
+        return nn.Sequential(nn.ZeroPad2d((pads[1], pads[3], pads[0], pads[2])), layer)
+    return layer
+
+
+_INPUT_DESC = {"float": "used as it is", "sign": "binarized by torch.sign (sign(0) = 0)",
+               "binarize": "binarized with sign(0) = +1", "relu": "ReLU"}
+
+
+def _shape_desc(call, geom):
+    w = call.weight
+    if call.kind == "linear":
+        return f"{w.shape[1]}->{w.shape[0]}"
+    stride, _, _, groups = geom
+    return f"{w.shape[1] * groups}->{w.shape[0]} k={tuple(w.shape[2:])} stride={tuple(stride)} groups={groups}"
+
+
+def _alpha_desc(alpha: torch.Tensor) -> str:
+    if bool((alpha == 1).all()):
+        return "+-1 (no alpha)"
+    log2 = torch.log2(alpha)
+    if bool((log2 == torch.round(log2)).all()):
+        return "+-2^k per output channel"
+    return "+-alpha per output channel"
+
+
+def _binary(module, obs, call, geom, form, a, c, bias_call, w, alpha, facts):
+    flow = facts.get("flow")
+    pattern = torch.where(w >= 0, 1.0, -1.0).double()
+    scale, shift = a * alpha, a * bias_call + c
+    for o in obs:  # the exact semantics of the layer (its own sign convention) against its output
+        y_hat = _per_channel(scale, o.output) * _conv64(_exact_input(form, o.probe), pattern, geom) \
+            + _per_channel(shift, o.output)
+        if not _close(y_hat, o.output):
+            return module, "kept as the user's own ops: a BinaryConv rebuild does not reproduce its output", {}
+    zeros_seen = bool(facts.get("input_has_zeros", flow.input_has_zeros if flow is not None else False))
+    extra, note, prefix = {}, None, None
+    if form == "binarize":
+        binarize_input, how = True, "binarized inside the layer (sign(0) = +1)"
+    elif form == "sign" and zeros_seen:
+        # Inputs exactly 0 (after a ReLU): torch.sign gives 0 there, not +-1. Keep the sign a standard
+        # Sign op and give BinaryConv the already-signed input.
+        prefix, binarize_input, how = TorchSign(), False, "torch.sign inside the layer, kept as a Sign op"
+        note = "inputs exactly 0 were seen (torch.sign(0)=0 is not +-1): the sign is a standard Sign op"
+    elif form == "sign":
+        binarize_input, how = True, "binarized inside the layer (torch.sign)"
+        seen = "was seen in the calibration run" if flow is not None else "is known (no calibration run)"
+        note = (f"binarize(0)=+1 where the research code's torch.sign(0)=0: no input exactly 0 {seen}; "
+                "outputs would differ only for inputs exactly 0")
+    elif form == "relu":
+        prefix, binarize_input, how = nn.ReLU(), False, "ReLU (float input)"
+    elif flow is not None and flow.binarized_input:
+        binarize_input, how, extra, note = _fed_by_sign(flow, facts)
+    else:
+        binarize_input, how = False, "float (binary weights only)"
+    if form in ("sign", "binarize"):
+        extra["binarizes"] = "self"
+    layer = _binary_layer(call, geom, pattern, scale, shift, binarize_input)
+    out = nn.Sequential(prefix, layer) if prefix is not None else layer
+    kind = ("Sign + " if isinstance(prefix, TorchSign) else "Relu + " if prefix is not None else "") + \
+        f"BinaryConv (binarize_input={int(binarize_input)})"
+    if call.kind == "linear":
+        kind += " as a 1x1 conv"
+    desc = f"{kind} {_shape_desc(call, geom)}; weights {_alpha_desc(alpha)}; input {how}"
     if note:
         desc += f"; note: {note}"
-    return out, desc
+    return out, desc, extra
 
 
-def _explicit_pads(conv: nn.Conv2d) -> list[int]:
-    """ONNX-order pads [top, left, bottom, right] of what F.conv2d does with conv.padding
-    ('valid' = none; 'same' puts the odd extra row/column at the bottom/right, as PyTorch does)."""
-    if conv.padding == "valid":
-        return [0, 0, 0, 0]
-    if conv.padding == "same":
-        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
-        return [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]
-    ph, pw = conv.padding
-    return [ph, pw, ph, pw]
+def _fed_by_sign(flow, facts):
+    """The layer convolves its input as it is, and that input is already +-1 (0 where torch.sign met 0)."""
+    feeder = facts.get("feeder")
+    extra = {}
+    if flow.sign_source:
+        extra["sign_source"] = flow.sign_source
+    if feeder is not None and flow.input_exclusive:
+        path, module, ffacts = feeder
+        convention = sign_convention(module, ffacts.input_shape) if ffacts is not None and ffacts.calls == 1 else None
+        if convention == "binarize" or (convention == "sign" and not ffacts.input_has_zeros):
+            note = None if convention == "binarize" else (
+                "binarize(0)=+1 where torch.sign(0)=0: no input of the sign module exactly 0 was seen in the "
+                "calibration run; outputs would differ only for inputs exactly 0")
+            return True, f"the output of sign module {path!r}, absorbed", {"binarizes": path, "absorbs": path}, note
+    if flow.input_has_zeros:
+        return False, "already +-1 / 0 (binarized before the layer; exact zeros seen)", extra, None
+    extra["binarizes"] = "self"
+    return True, "already +-1 (binarized before the layer)", extra, None
 
 
-class TorchSign(nn.Module):
-    """torch.sign activations (sign(0) = 0), for layers that stay standard ops."""
-
-    def forward(self, x):
-        return torch.sign(x)
-
-
-def _copy_conv(layer: nn.Conv2d, weight, bias):
+def _binary_layer(call, geom, pattern, scale, shift, binarize_input):
+    stride, pads, dilation, groups = geom
+    if call.kind == "linear":
+        m, f = pattern.shape
+        pattern = pattern.view(m, f, 1, 1)
+    m, cg = pattern.shape[:2]
+    layer = BinaryConv2d(cg * groups, m, tuple(pattern.shape[2:]), stride, pads, dilation, groups, bias=False,
+                         binarize_input=binarize_input, use_alpha=False)
     with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
+        layer.weight.copy_(pattern.float())
+        layer.scale.copy_(scale.float())
+        layer.shift.copy_(shift.float())
+    return LinearAsConv1x1(layer) if call.kind == "linear" else layer

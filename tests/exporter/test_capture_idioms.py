@@ -179,8 +179,6 @@ BLOCKERS = {
                                ["changes parameter 'conv2.weight' in place", "`sub_`"]),
     "weight_org_in_model_forward": (idiom_models.WeightOrgInModelForward, "weight.data = torch.sign",
                                     ["replaces a parameter's values", "training loop"]),
-    "binarynet_style": (idiom_models.BinarizeConv2d, "input.data = torch.sign",
-                        ["assigns to `.data`", "x = f(x)"]),
     "data_dependent_branch": (idiom_models.DataDependentBranch, "if residual.data.max() > 1",
                               ["branches on tensor values", "torch.where", "torch.cond"]),
     "numpy_in_forward": (idiom_models.NumpyInForward, ".numpy()", ["NumPy", "torch operations"]),
@@ -203,6 +201,17 @@ def test_blocker_is_one_line_naming_file_line_and_fix(builder, tmp_path, in_repo
     assert "--input-shape" not in msg
     assert not out.exists()
     assert _shims_restored()
+
+
+def test_binarynet_layer_is_recognised_before_capture(tmp_path, in_repo_root):
+    """BinaryNet's `input.data = sign(...)` / `weight.org` forward never reaches torch.export: the binary
+    layer is recognised by what it computes and replaced by a BinaryConv first (plugins/binary_conv/research.py)."""
+    import json
+
+    rc, out = _export(tmp_path, idiom_models, "binarynet_style")
+    assert rc == 0
+    report = json.loads(next(out.glob("report.json")).read_text())
+    assert report["export"]["custom_nodes"] == {"BinaryConv": 1} and report["parity"]["passed"]
 
 
 def test_legacy_function_whose_forward_cannot_be_captured_names_the_line(tmp_path, in_repo_root, capsys):

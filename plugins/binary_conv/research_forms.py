@@ -1,0 +1,33 @@
+"""The small modules a recognised research layer is rebuilt from (besides BinaryConv2d itself).
+
+Each exports to standard ONNX ops and computes exactly what the research code computed.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TorchSign(nn.Module):
+    """torch.sign activations (sign(0) = 0), for inputs that can be exactly 0."""
+
+    def forward(self, x):
+        return torch.sign(x)
+
+
+class Binarize(nn.Module):
+    """+1 where x >= 0, else -1 (the contract's binarize: sign(0) = +1)."""
+
+    def forward(self, x):
+        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+class LinearAsConv1x1(nn.Module):
+    """A linear layer [N, F] -> [N, M] computed by a 1x1 conv on [N, F, 1, 1] (a BinaryConv2d)."""
+
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        return self.conv(x[:, :, None, None]).flatten(1)
