@@ -66,6 +66,14 @@ class Point:
 _PACKED_IN = ("BinaryConvPackedIn", "BinaryConvPackedInOut")
 
 
+def _binarizing_variant(node: onnx.NodeProto) -> bool:
+    """A packed BinaryConv variant that binarizes its input: packed input (binarized in its producer's
+    epilogue) or a float input with binarize_input=1 (BinaryConvPackedOut)."""
+    if node.domain != CMC_DOMAIN or not node.op_type.startswith("BinaryConvPacked"):
+        return False
+    return node.op_type in _PACKED_IN or bool(int(_attr(node, "binarize_input", 1)))
+
+
 def _binarizing_kind(node: onnx.NodeProto) -> str | None:
     if node.domain in ("", "ai.onnx") and node.op_type == "Sign":
         return "sign"
@@ -143,7 +151,7 @@ def annotate_binarization_points(model: onnx.ModelProto, converted: list[dict]) 
             for n in inside:
                 # A packed-input variant binarizes its input too (in its producer's epilogue); the mark
                 # survives packed_chains.unpack_chains, where flips are attributed.
-                if _binarizing_kind(n) is not None or (n.domain == CMC_DOMAIN and n.op_type in _PACKED_IN):
+                if _binarizing_kind(n) is not None or _binarizing_variant(n):
                     mark(n, entry["binarizes"])
         if entry.get("sign_source"):
             for n in inside:

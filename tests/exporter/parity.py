@@ -8,10 +8,28 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from cmc.exporter.packed_chains import has_packed, unpack_chains
 from cmc.exporter.sign_flips import attribute_flips
 
 
+def base_op_types(onnx_model: onnx.ModelProto) -> list[str]:
+    """com.cmc op types with the packed BinaryConv variants named as the op they pack (BinaryConv)."""
+    return ["BinaryConv" if n.op_type.startswith("BinaryConvPacked") else n.op_type
+            for n in onnx_model.graph.node if n.domain == "com.cmc"]
+
+
 def assert_onnx_matches(user: torch.nn.Module, onnx_model: onnx.ModelProto, x: torch.Tensor, tol: float):
+    """With packed chains: the packed model equals its unpacked form bit for bit, and that form is
+    compared with PyTorch (where rounding flips can be attributed)."""
+    if has_packed(onnx_model):
+        unpacked = unpack_chains(onnx_model)
+        runs = []
+        for m in (onnx_model, unpacked):
+            sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            runs.append(sess.run(None, {sess.get_inputs()[0].name: x.numpy()}))
+        for a, b in zip(*runs):
+            assert np.array_equal(a, b), "packed chains differ from the unpacked graph"
+        onnx_model = unpacked
     sess = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
     feed = {sess.get_inputs()[0].name: x.numpy()}
     with torch.no_grad():

@@ -10,7 +10,7 @@ from cmc.exporter.cli import main
 from samples import bnn_nin
 
 from . import bnn_codebases as bc
-from .parity import assert_onnx_matches
+from .parity import assert_onnx_matches, base_op_types
 
 # name: the research layer classes that are binary (each must become one BinaryConv node)
 BINARY = {
@@ -56,7 +56,7 @@ def test_codebase_layers_export_as_binary_conv_with_parity(name, tmp_path, in_re
     model = onnx.load(str(out / f"{name}.onnx"))
     user = _user(name, ckpt)
     n_binary = sum(isinstance(m, BINARY[name]) for m in user.modules()) if BINARY[name] else 0
-    ops = [n.op_type for n in model.graph.node if n.domain == "com.cmc"]
+    ops = base_op_types(model)
     assert ops == ["BinaryConv"] * n_binary
     report = json.loads((out / "report.json").read_text())
     assert report["parity"]["passed"] is True
@@ -100,7 +100,7 @@ def test_latent_float_weights_are_binarized_on_request_and_reported(tmp_path, in
     assert [e["layer"] for e in report["binarized_weights"]] == ["xnor.3.conv", "xnor.5.conv"]
     assert all(e["scheme"] == "xnor" for e in report["binarized_weights"])
     model = onnx.load(str(out / "xnor_modern.onnx"))
-    assert [n.op_type for n in model.graph.node if n.domain == "com.cmc"] == ["BinaryConv"] * 2
+    assert base_op_types(model) == ["BinaryConv"] * 2
     assert report["parity"]["passed"] is True
 
 
@@ -131,7 +131,7 @@ def test_xnor_legacy_binactive_with_binarized_weights():
         assert [e["layer"] for e in info] == ["xnor.3.conv", "xnor.5.conv"]
         assert all(e["sign_source"] == e["layer"].replace(".conv", ".bn:output") for e in info)
         model = export_onnx(pack_for_deployment(converted).eval(), x).model
-        assert [n.op_type for n in model.graph.node if n.domain == "com.cmc"] == ["BinaryConv"] * 2
+        assert base_op_types(model) == ["BinaryConv"] * 2
         assert annotate_binarization_points(model, info) == 4  # two Sign ops + two BinaryConv(binarize_input=1)
         for batch in (1, 5):
             xb = torch.randn(batch, 3, 8, 8, generator=torch.Generator().manual_seed(batch))
