@@ -1,28 +1,48 @@
-"""The C++ plugin contract test (trt_plugins/tests/plugin_contract_test.cpp), built and run through
-CMake/CTest against every set of TensorRT headers found: $TENSORRT_INCLUDE_DIR, or the extracted
-/tmp/trt/<version>/include folders. Needs cmake and nvcc (the kernels are linked into the plugin
-libraries) but no GPU and no libnvinfer; skipped with the reason otherwise."""
+"""The C++ plugin lifecycle harness (trt_plugins/tests/plugin_harness.cpp), built through CMake and run
+against every set of TensorRT headers found, and its output checked here:
+
+* the whole IPluginV3 lifecycle for both plugin libraries (self-registering / getCreators), every plugin,
+  twice in one process: no failed check;
+* the type/format combinations each plugin accepts equal the table in trt_plugins/<op>/README.md (read
+  here by a parser of its own, independent of the harness's C++ one);
+* every bad field set is rejected with nullptr and reported;
+* without a GPU, enqueue is reported SKIPPED, never as passed; with one (``-m gpu``) it runs, also under
+  compute-sanitizer memcheck when that tool exists;
+* the harness's float64 C++ reference equals plugins/<op>/reference.py on its cases.
+
+Header sets: ``$CMC_TRT_HEADER_DIRS`` (os.pathsep-separated; when set it is the only source, so an empty
+value turns these tests off), else ``$TENSORRT_INCLUDE_DIR`` and ``/tmp/trt/*/include``. Needs cmake and
+nvcc (the plugin libraries link the CUDA kernels) but no GPU and no libnvinfer.
+"""
 from __future__ import annotations
 
 import glob
+import importlib
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cmc.exporter.trt.env import header_version
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "trt_plugins"
+PLUGINS = {"AdderConv": "adder_conv", "BinaryConv": "binary_conv"}
+FORMS = ("dlopen", "getCreators")
+ROUNDS = 2
 
 
 def _header_dirs() -> list[str]:
-    dirs = []
-    if os.environ.get("TENSORRT_INCLUDE_DIR"):
-        dirs.append(os.environ["TENSORRT_INCLUDE_DIR"])
-    dirs += sorted(glob.glob("/tmp/trt/*/include"))
+    if "CMC_TRT_HEADER_DIRS" in os.environ:
+        dirs = [d for d in os.environ["CMC_TRT_HEADER_DIRS"].split(os.pathsep) if d]
+    else:
+        dirs = [os.environ["TENSORRT_INCLUDE_DIR"]] if os.environ.get("TENSORRT_INCLUDE_DIR") else []
+        dirs += sorted(glob.glob("/tmp/trt/*/include"))
     return [d for d in dict.fromkeys(dirs) if os.path.isfile(os.path.join(d, "NvInferRuntime.h"))]
 
 
@@ -33,47 +53,200 @@ def _nvcc() -> str | None:
     return None
 
 
+def _gpu_reason() -> str | None:
+    """None when a CUDA GPU is usable from PyTorch, else why not."""
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU (torch.cuda.is_available() is False" + (
+            ", CPU-only PyTorch build)" if torch.version.cuda is None else ")")
+    return None
+
+
 HEADERS = _header_dirs()
 SKIP_REASON = None
 if not HEADERS:
-    SKIP_REASON = "no TensorRT headers (set TENSORRT_INCLUDE_DIR or extract them to /tmp/trt/<version>/include)"
+    SKIP_REASON = ("no TensorRT headers found (set CMC_TRT_HEADER_DIRS or TENSORRT_INCLUDE_DIR, or extract "
+                   "them to /tmp/trt/<version>/include)")
 elif shutil.which("cmake") is None:
     SKIP_REASON = "cmake not installed"
 elif _nvcc() is None:
     SKIP_REASON = "nvcc not found (the plugin libraries link the CUDA kernels)"
-elif not (SRC / "CMakeLists.txt").is_file():
-    SKIP_REASON = "trt_plugins/CMakeLists.txt missing"
+needs_headers = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+header_sets = pytest.mark.parametrize("include_dir", HEADERS or ["none"],
+                                      ids=lambda d: f"trt{header_version(d) or d}")
 
 
-def _run(cmd, log: Path, timeout=1500):
+def _run(cmd, log: Path, timeout=1500, **kw):
     with open(log, "ab") as f:
         f.write(("$ " + " ".join(map(str, cmd)) + "\n").encode())
         f.flush()
-        return subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        return subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT, timeout=timeout, **kw).returncode
 
 
-@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
-@pytest.mark.parametrize("include_dir", HEADERS or ["none"], ids=lambda d: f"trt{header_version(d) or d}")
-def test_plugin_contract_ctest(include_dir, tmp_path):
-    build = tmp_path / "build"
-    log = tmp_path / "build.log"
-    arch = os.environ.get("CMC_TEST_CUDA_ARCH", "87")
-    configure = ["cmake", "-S", SRC, "-B", build, f"-DTENSORRT_INCLUDE_DIR={include_dir}",
-                 f"-DCMAKE_CUDA_ARCHITECTURES={arch}", f"-DCMC_CUDA_ARCHITECTURES={arch}-real",
-                 "-DCMC_BUILD_TESTS=OFF", "-DCMC_BUILD_PLUGIN_TESTS=ON", f"-DCMAKE_CUDA_COMPILER={_nvcc()}"]
-    if shutil.which("ninja"):
-        configure += ["-G", "Ninja"]
-    assert _run(configure, log) == 0, log.read_text()[-4000:]
-    text = log.read_text()
-    assert f"TensorRT {header_version(include_dir)} headers" in text, text[-2000:]
-    assert _run(["cmake", "--build", build, "--target", "cmc_plugin_contract_test", "-j", "2"], log) == 0, \
+def _arch() -> str:
+    if os.environ.get("CMC_TEST_CUDA_ARCH"):
+        return os.environ["CMC_TEST_CUDA_ARCH"]
+    if _gpu_reason() is None:  # build for the GPU that will run enqueue
+        import torch
+        major, minor = torch.cuda.get_device_capability()
+        return f"{major}{minor}"
+    return "87"
+
+
+_BUILDS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    """include_dir -> the built harness executable (one build per header set and test module)."""
+    def build(include_dir: str) -> Path:
+        if include_dir in _BUILDS:
+            return _BUILDS[include_dir]
+        out = tmp_path_factory.mktemp("harness")
+        log = out / "build.log"
+        arch = _arch()
+        configure = ["cmake", "-S", SRC, "-B", out / "build", f"-DTENSORRT_INCLUDE_DIR={include_dir}",
+                     f"-DCMAKE_CUDA_ARCHITECTURES={arch}", f"-DCMC_CUDA_ARCHITECTURES={arch}-real",
+                     "-DCMC_BUILD_TESTS=OFF", "-DCMC_BUILD_PLUGIN_TESTS=ON", f"-DCMAKE_CUDA_COMPILER={_nvcc()}"]
+        if shutil.which("ninja"):
+            configure += ["-G", "Ninja"]
+        assert _run(configure, log) == 0, log.read_text()[-4000:]
+        assert f"TensorRT {header_version(include_dir)} headers" in log.read_text()
+        assert _run(["cmake", "--build", out / "build", "--target", "cmc_plugin_harness", "-j", "2"], log) == 0, \
+            log.read_text()[-4000:]
+        _BUILDS[include_dir] = out / "build" / "cmc_plugin_harness"
+        return _BUILDS[include_dir]
+    return build
+
+
+def _readme_rows(path: Path) -> set[str]:
+    """The README's format table as 'X=float32:kLINEAR W=...' strings (the harness prints that form)."""
+    text = path.read_text()
+    m = re.search(r"<!-- cmc-formats:begin -->\n(.*?)<!-- cmc-formats:end -->", text, re.S)
+    assert m, f"{path}: no format table"
+    lines = [ln.strip() for ln in m.group(1).splitlines() if ln.strip().startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[-1] == "format"
+    rows = set()
+    for ln in lines[1:]:
+        cells = [c.strip().strip("`") for c in ln.strip("|").split("|")]
+        if set("".join(cells)) <= set("-:"):
+            continue
+        fmt = cells[-1] if cells[-1].startswith("k") else "k" + cells[-1].upper()
+        rows.add(" ".join(f"{n}={t}:{fmt}" for n, t in zip(header[:-1], cells[:-1])))
+    return rows
+
+
+def _harness_output(exe: Path, *args, timeout=600) -> tuple[int, str, str]:
+    r = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
+@needs_headers
+@header_sets
+def test_lifecycle_on_cpu(include_dir, harness, tmp_path):
+    exe = harness(include_dir)
+    # ctest runs it the same way (no arguments): prove the registered test passes.
+    build = exe.parent
+    log = tmp_path / "ctest.log"
+    assert _run(["ctest", "--test-dir", build, "-R", "^cmc_plugin_harness$", "--output-on-failure"], log) == 0, \
         log.read_text()[-4000:]
-    for lib in ("libcmc_trt_plugins.so", "libcmc_trt_plugins_dynamic.so"):
-        assert (build / lib).is_file(), lib
-    rc = _run(["ctest", "--test-dir", build, "-R", "cmc_plugin_contract", "--output-on-failure", "-V"], log)
-    out = log.read_text()
-    assert rc == 0, out[-4000:]
-    assert " 0 failed" in out
+    rc, out, err = _harness_output(exe)
+    assert rc == 0, (out + err)[-6000:]
+    assert f"TensorRT {header_version(include_dir)} headers" in out
+    assert re.search(r"^\d+ passed, 0 failed, \d+ skipped$", out, re.M), out[-2000:]
+
+    cases = {p: 0 for p in PLUGINS}
+    for form in FORMS:
+        for plugin in PLUGINS:
+            n = len(re.findall(rf"^== {form} .*: {plugin} \(", out, re.M))
+            assert n > 0 and n % ROUNDS == 0, f"{form} {plugin}: {n} lifecycles"
+            cases[plugin] = n
+    for plugin, folder in PLUGINS.items():
+        readme = _readme_rows(SRC / folder / "README.md")
+        accepted = re.findall(rf"^  accepted-format {plugin}: (.*)$", out, re.M)
+        # Every lifecycle printed the same set, and it is the README's.
+        assert len(accepted) == len(readme) * cases[plugin] * len(FORMS), plugin
+        assert set(accepted) == readme, f"{plugin}: accepted {sorted(set(accepted))}, README {sorted(readme)}"
+
+    bad = re.findall(r"^  bad fields: (\d+) of (\d+) field sets rejected with nullptr \((\d+) of them as the ONNX "
+                     r"parser passes them\), (\d+) reported", out, re.M)
+    assert len(bad) == sum(cases.values()) * len(FORMS)
+    for rejected, total, parser, reported in bad:
+        assert int(rejected) == int(total) == int(reported) > 50 and int(parser) > 30
+    assert "and the registry's error recorder" in out  # the self-registering form's recorder
+
+    if _gpu_reason() is not None:
+        assert re.search(r"^enqueue: SKIPPED \(.+\)$", out, re.M), out[-2000:]
+        assert not re.search(r"^  enqueue ", out, re.M), "no enqueue result may be claimed without a GPU"
+        assert out.count("SKIPPED [") == sum(cases.values()) * len(FORMS)
+
+
+@needs_headers
+@header_sets
+def test_cpp_reference_equals_reference_py(include_dir, harness, tmp_path):
+    exe = harness(include_dir)
+    rc, out, err = _harness_output(exe, "--dump-reference", str(tmp_path))
+    assert rc == 0, out + err
+    metas = sorted(tmp_path.glob("*.json"))
+    assert {json.loads(m.read_text())["op"] for m in metas} == set(PLUGINS)
+    for meta_path in metas:
+        meta = json.loads(meta_path.read_text())
+        base = str(meta_path)[:-5]
+        ref = importlib.import_module(f"cmc.plugins.{meta['folder']}.reference")
+        x = np.fromfile(base + ".x.bin", np.float64).reshape(meta["x_shape"])
+        w = np.fromfile(base + ".w.bin", np.dtype(meta["w_dtype"])).reshape(meta["w_shape"])
+        scale = np.fromfile(base + ".scale.bin", np.float32)
+        shift = np.fromfile(base + ".shift.bin", np.float32)
+        y = np.fromfile(base + ".y.bin", np.float64).reshape(meta["y_shape"])
+        want = ref.reference(x, w, scale, shift, **meta["attrs"])
+        assert want.shape == y.shape
+        assert np.abs(y - want).max() <= 1e-12 * np.abs(want).max(), meta_path.name
+        # The data is what the harness claims: post-ReLU inputs with exact zeros, trained AdderNet magnitudes.
+        if meta["folder"] == "adder_conv":
+            assert np.abs(w).max() > 30
+
+
+@needs_headers
+def test_readme_table_mismatch_fails(harness, tmp_path):
+    exe = harness(HEADERS[0])
+    root = tmp_path / "trt_plugins"
+    for folder in PLUGINS.values():
+        (root / folder).mkdir(parents=True)
+        shutil.copy(SRC / folder / "README.md", root / folder / "README.md")
+    readme = root / "binary_conv" / "README.md"
+    text = readme.read_text()
+    row = next(ln for ln in text.splitlines() if ln.startswith("| float16 |"))
+    readme.write_text(text.replace(row + "\n", ""))
+    rc, out, err = _harness_output(exe, "--plugins-root", str(root), "--rounds", "1", "--enqueue=off")
+    assert rc == 1 and "accepted but not in trt_plugins/binary_conv/README.md" in err, (out + err)[-3000:]
+
+    readme.write_text(text.replace("<!-- cmc-formats:begin -->", ""))
+    rc, out, err = _harness_output(exe, "--plugins-root", str(root), "--enqueue=off")
+    assert rc == 1 and "no format table" in err, (out + err)[-3000:]
+
+
+@pytest.mark.gpu
+@needs_headers
+@header_sets
+def test_enqueue_on_gpu(include_dir, harness, tmp_path):
+    reason = _gpu_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    exe = harness(include_dir)
+    rc, out, err = _harness_output(exe, "--enqueue=require")
+    assert rc == 0, (out + err)[-6000:]
+    m = re.search(r"^enqueue: (\d+) passed, 0 failed on ", out, re.M)
+    assert m and int(m.group(1)) > 0, out[-3000:]
+    assert "SKIPPED [" not in out
+    sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
+    if os.path.isfile(sanitizer):
+        r = subprocess.run([sanitizer, "--tool", "memcheck", "--error-exitcode", "9", str(exe), "--rounds", "1",
+                            "--enqueue=require"], capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
