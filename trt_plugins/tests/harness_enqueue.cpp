@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "harness_check.h"
+
 namespace cmcharness {
 
 using nvinfer1::DataType;
@@ -62,7 +64,9 @@ public:
     cudaError_t upload(std::vector<unsigned char> const& host) {
         return cudaMemcpy(data(), host.data(), host.size(), cudaMemcpyHostToDevice);
     }
-    cudaError_t fill(unsigned char value) { return cudaMemset(mBase + kGuard, value, mBytes); }
+    cudaError_t fill(unsigned char value, cudaStream_t stream) {
+        return cudaMemsetAsync(mBase + kGuard, value, mBytes, stream);
+    }
     cudaError_t download(std::vector<unsigned char>& host) const {
         host.resize(mBytes);
         return cudaMemcpy(host.data(), mBase + kGuard, mBytes, cudaMemcpyDeviceToHost);
@@ -185,6 +189,35 @@ void comparePacked(std::vector<unsigned char> const& got, HostTensors const& t, 
 
 }  // namespace
 
+void checkPackedComparison() {
+    for (auto const& k : opCases()) {
+        if (!k.op->outputPacked) continue;
+        Context ctx("packed Y comparison / " + k.label);
+        HostTensors const t = makeTensors(k, k.opt, k.op->inputPacked ? DataType::kINT32 : DataType::kFLOAT,
+                                          DataType::kFLOAT, 11);
+        int64_t const words = packedWords(t.y.c), plane = t.y.h * t.y.w;
+        std::vector<unsigned char> got = bytesOf(t.yPackedRef);
+        EnqueueResult r;
+        comparePacked(got, t, r);
+        check(r.bits == t.y.n * t.y.c * plane && r.mismatches == 0 && r.nearZero == 0 && r.padBitsSet == 0,
+              "the reference's own bits: " + std::to_string(r.bits) + " bits compared, none differ");
+        // Flip the sign of the last value (n, M-1, Ho-1, Wo-1) and set the first pad bit of the first pixel.
+        size_t const lastWord = static_cast<size_t>(((t.y.n - 1) * plane + plane - 1) * words + (t.y.c - 1) / 32);
+        got[lastWord * 4 + static_cast<size_t>(((t.y.c - 1) % 32) / 8)] ^= static_cast<unsigned char>(1u << ((t.y.c - 1) % 8));
+        bool const nearZero = std::fabs(t.yRef.back()) <= t.signMargin;
+        r = EnqueueResult{};
+        comparePacked(got, t, r);
+        check(r.mismatches + r.nearZero == 1 && (nearZero ? r.nearZero : r.mismatches) == 1,
+              "one flipped sign bit is counted once");
+        got = bytesOf(t.yPackedRef);
+        int64_t const pad = t.y.c;  // the first channel past M in its 128-bit block
+        got[static_cast<size_t>(pad / 32) * 4 + static_cast<size_t>((pad % 32) / 8)] |= static_cast<unsigned char>(1u << (pad % 8));
+        r = EnqueueResult{};
+        comparePacked(got, t, r);
+        check(t.y.c % 128 != 0 && r.padBitsSet == 1 && r.mismatches == 0, "one set pad bit is counted (the case's M leaves pad bits in its last block)");
+    }
+}
+
 bool runEnqueue(nvinfer1::IPluginV3OneRuntime& rt, OpCase const& k, FormatRow const& row, HostTensors const& t,
                 size_t workspaceBytes, EnqueueResult& result, std::string& why) {
     OpModel const& op = *k.op;
@@ -241,10 +274,16 @@ bool runEnqueue(nvinfer1::IPluginV3OneRuntime& rt, OpCase const& k, FormatRow co
             return false;
         }
     }
+    // The set-up above ran on the legacy default stream, which non-blocking streams do not wait for.
+    if ((e = cudaDeviceSynchronize()) != cudaSuccess) {
+        why = cudaText("buffer set-up", e);
+        for (cudaStream_t s : streams) cudaStreamDestroy(s);
+        return false;
+    }
     std::vector<unsigned char> first, second;
     bool ok = true;
     for (int pass = 0; pass < 2 && ok; ++pass) {
-        if (pass == 1 && (e = y.fill(0x00)) != cudaSuccess) {
+        if (pass == 1 && (e = y.fill(0x00, streams[pass])) != cudaSuccess) {
             why = cudaText("reset Y", e);
             ok = false;
             break;

@@ -44,4 +44,9 @@ struct EnqueueResult {
 bool runEnqueue(nvinfer1::IPluginV3OneRuntime& rt, OpCase const& k, FormatRow const& row, HostTensors const& t,
                 size_t workspaceBytes, EnqueueResult& result, std::string& why);
 
+// The comparison runEnqueue applies to a packed Y, checked on the host (no GPU needed): the reference's
+// own bits give no difference, one flipped sign bit / one set pad bit are each counted once, for every
+// case with a packed Y. Failures are counted by check().
+void checkPackedComparison();
+
 }  // namespace cmcharness

@@ -218,6 +218,8 @@ int main(int argc, char** argv) {
         return 1;
     }
 
+    checkPackedComparison();  // the host half of enqueue's packed-Y comparison, on any machine
+
     GpuStatus gpu;
     if (o.enqueue == "off") {
         gpu.reason = "--enqueue=off";
