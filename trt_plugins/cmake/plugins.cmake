@@ -7,7 +7,7 @@
 #   TENSORRT_ROOT          a TensorRT tar/zip install (include/ and lib/)
 #   TENSORRT_LIB_DIR       directory holding libnvinfer.so* (optional; see cmc_trt_plugins below)
 #   CMC_CONTRACTS_DIR      the operator contracts (default: <repo>/plugins)
-#   CMC_BUILD_PLUGIN_TESTS build the CPU-only plugin contract test (default ON)
+#   CMC_BUILD_PLUGIN_TESTS build the plugin lifecycle harness (default ON)
 #
 # Targets (only when TensorRT headers are found; the kernels build either way):
 #   cmc_trt_plugins          libcmc_trt_plugins.so: registers its creators when loaded (dlopen,
@@ -21,7 +21,7 @@
 get_filename_component(CMC_TRT_PLUGINS_ROOT "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
 get_filename_component(_cmc_default_contracts "${CMC_TRT_PLUGINS_ROOT}/../plugins" ABSOLUTE)
 set(CMC_CONTRACTS_DIR "${_cmc_default_contracts}" CACHE PATH "Directory of the operator contracts (<op>/contract.json)")
-option(CMC_BUILD_PLUGIN_TESTS "Build the CPU-only TensorRT plugin contract test" ON)
+option(CMC_BUILD_PLUGIN_TESTS "Build the TensorRT plugin lifecycle harness" ON)
 
 # ---- TensorRT ---------------------------------------------------------------------------------
 set(TENSORRT_ROOT "$ENV{TENSORRT_ROOT}" CACHE PATH "TensorRT install root (include/, lib/)")
@@ -96,6 +96,22 @@ function(cmc_contract_struct json _path out_text)
     foreach(_i RANGE 0 ${_last})
         string(JSON _iname GET "${_json}" inputs ${_i} name)
         string(APPEND _inputs "\"${_iname}\", ")
+    endforeach()
+
+    # Output names and the accuracy tolerances (max |y - y_ref| / max |y_ref|): only the test harness
+    # reads them; -1 when the contract states none for that precision.
+    string(JSON _nout LENGTH "${_json}" outputs)
+    set(_outputs "")
+    math(EXPR _last "${_nout} - 1")
+    foreach(_i RANGE 0 ${_last})
+        string(JSON _oname GET "${_json}" outputs ${_i} name)
+        string(APPEND _outputs "\"${_oname}\", ")
+    endforeach()
+    foreach(_prec float32 float16)
+        cmc_json_optional(_tol_${_prec} "${_json}" tolerance ${_prec})
+        if("${_tol_${_prec}}" STREQUAL "")
+            set(_tol_${_prec} -1)
+        endif()
     endforeach()
 
     string(JSON _nattr LENGTH "${_json}" attributes)
@@ -196,6 +212,10 @@ function(cmc_contract_struct json _path out_text)
 
     static constexpr int32_t kNbInputs = ${_nin};
     static constexpr char const* kInputNames[kNbInputs] = {${_inputs}};
+    static constexpr int32_t kNbOutputs = ${_nout};
+    static constexpr char const* kOutputNames[kNbOutputs] = {${_outputs}};
+    static constexpr double kToleranceFloat32 = ${_tol_float32};
+    static constexpr double kToleranceFloat16 = ${_tol_float16};
     // X / Y as packed 1-bit activations, int32 [N, H, W, 4*ceil(C/128)] (packed_activations).
     static constexpr bool kInputPacked = ${_in_packed};
     static constexpr bool kOutputPacked = ${_out_packed};
@@ -406,21 +426,41 @@ if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
     target_link_options(cmc_trt_plugins_dynamic PRIVATE "LINKER:--no-undefined")
 endif()
 
-# ---- CPU-only contract test --------------------------------------------------------------------
-# Loads both libraries with dlopen, as TensorRT's tools do, and checks every creator/plugin entry point
-# that runs without a GPU. The test executable provides the two libnvinfer symbols the
-# self-registering variant calls (tests/plugin_test_stub.cpp), so no libnvinfer is needed.
+# ---- Plugin lifecycle harness -------------------------------------------------------------------
+# Loads both libraries the way TensorRT's tools do and drives every plugin through the builder's and the
+# runtime's call order (trt_plugins/tests/harness_lifecycle.h), twice in one process. The executable
+# provides the two libnvinfer symbols the self-registering variant calls (tests/plugin_test_stub.cpp),
+# so no libnvinfer is needed. Everything but enqueue runs on any machine; enqueue needs a CUDA device:
+#   cmc_plugin_harness          the whole lifecycle; enqueue reported SKIPPED without a GPU
+#   cmc_plugin_harness_enqueue  the same with --enqueue=require: ctest shows it skipped (77) without a GPU
+# Both run with no arguments (library and README paths are compiled in), also under
+# `compute-sanitizer --tool memcheck cmc_plugin_harness`.
 if(CMC_BUILD_PLUGIN_TESTS)
     enable_testing()
-    add_executable(cmc_plugin_contract_test
-        "${CMC_TRT_PLUGINS_ROOT}/tests/plugin_contract_test.cpp"
-        "${CMC_TRT_PLUGINS_ROOT}/tests/plugin_test_stub.cpp")
-    target_include_directories(cmc_plugin_contract_test PRIVATE "${CMC_TRT_PLUGINS_ROOT}/tests")
-    target_link_libraries(cmc_plugin_contract_test PRIVATE cmc_trt_plugin_headers ${CMAKE_DL_LIBS})
+    add_executable(cmc_plugin_harness
+        "${CMC_TRT_PLUGINS_ROOT}/tests/plugin_harness.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/plugin_test_stub.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_check.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_fakes.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_fields.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_formats.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_ops.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_enqueue.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_lifecycle_build.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_lifecycle_negotiate.cpp"
+        "${CMC_TRT_PLUGINS_ROOT}/tests/harness_lifecycle_runtime.cpp")
+    target_include_directories(cmc_plugin_harness PRIVATE "${CMC_TRT_PLUGINS_ROOT}/tests")
+    # The harness's own CUDA calls (buffers, streams) use the same shared cudart as the plugins.
+    target_link_libraries(cmc_plugin_harness PRIVATE cmc_trt_plugin_headers CUDA::cudart ${CMAKE_DL_LIBS})
+    target_compile_definitions(cmc_plugin_harness PRIVATE
+        CMC_HARNESS_STATIC_LIB="$<TARGET_FILE:cmc_trt_plugins>"
+        CMC_HARNESS_DYNAMIC_LIB="$<TARGET_FILE:cmc_trt_plugins_dynamic>"
+        CMC_HARNESS_PLUGINS_ROOT="${CMC_TRT_PLUGINS_ROOT}")
     # The dlopen'ed self-registering library resolves getPluginRegistry/getLogger from the executable.
-    set_target_properties(cmc_plugin_contract_test PROPERTIES ENABLE_EXPORTS ON)
-    add_dependencies(cmc_plugin_contract_test cmc_trt_plugins cmc_trt_plugins_dynamic)
-    add_test(NAME cmc_plugin_contract
-        COMMAND cmc_plugin_contract_test $<TARGET_FILE:cmc_trt_plugins> $<TARGET_FILE:cmc_trt_plugins_dynamic>)
-    set_tests_properties(cmc_plugin_contract PROPERTIES LABELS "cpu;tensorrt-headers")
+    set_target_properties(cmc_plugin_harness PROPERTIES ENABLE_EXPORTS ON)
+    add_dependencies(cmc_plugin_harness cmc_trt_plugins cmc_trt_plugins_dynamic)
+    add_test(NAME cmc_plugin_harness COMMAND cmc_plugin_harness)
+    set_tests_properties(cmc_plugin_harness PROPERTIES LABELS "cpu;tensorrt-headers")
+    add_test(NAME cmc_plugin_harness_enqueue COMMAND cmc_plugin_harness --enqueue=require)
+    set_tests_properties(cmc_plugin_harness_enqueue PROPERTIES LABELS "gpu;tensorrt-headers" SKIP_RETURN_CODE 77)
 endif()

@@ -153,6 +153,10 @@ bool ConvPluginBase::checkShapes(ConvShapes const& s, std::string& why) const {
     int64_t const wo = outSize(s.x[3], p.kw, p.strideW, p.padLeft, p.padRight, p.dilationW);
     if (ho == 0 || wo == 0) {
         problems.push_back("X " + dimsString(s.x, 4) + " is too small for kernel_shape/pads/dilations: the output would be empty");
+    } else if (s.x[2] == 0 || s.x[3] == 0) {
+        // Padding alone would give an output, but the kernels need H, W >= 1 (ConvGeometry::validate):
+        // refuse it when the network is built, not at the first enqueue.
+        problems.push_back("X " + dimsString(s.x, 4) + " has an empty spatial dimension (H and W must be at least 1)");
     }
     if (problems.empty()) {
         return true;

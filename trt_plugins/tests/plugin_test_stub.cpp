@@ -19,73 +19,90 @@ size_t CapturingLogger::errors() const {
     return n;
 }
 
-namespace {
-
-class FakeRegistry final : public nvinfer1::IPluginRegistry {
-public:
-    std::vector<Registration> registrations;
-    std::vector<nvinfer1::IPluginCreatorInterface*> creators;
-
-    bool registerCreator(nvinfer1::IPluginCreatorInterface& creator,
-                         nvinfer1::AsciiChar const* const pluginNamespace) noexcept override {
-        try {
-            registrations.push_back({&creator, pluginNamespace != nullptr ? pluginNamespace : ""});
-            creators.push_back(&creator);
+bool CapturingLogger::errorSince(size_t since, std::string const& needle) const {
+    for (size_t i = since; i < messages.size(); ++i) {
+        if (messages[i].first <= Severity::kERROR && messages[i].second.find(needle) != std::string::npos) {
             return true;
-        } catch (...) {
-            return false;
         }
     }
-    nvinfer1::IPluginCreatorInterface* const* getAllCreators(int32_t* const numCreators) const noexcept override {
-        *numCreators = static_cast<int32_t>(creators.size());
-        return creators.empty() ? nullptr : creators.data();
-    }
-    // Not pure in every TensorRT version (added after 10.3), so no `override`.
-    nvinfer1::IPluginCreatorInterface* const* getAllCreatorsRecursive(int32_t* const numCreators) noexcept {
-        return getAllCreators(numCreators);
-    }
-    nvinfer1::IPluginCreatorInterface* getCreator(nvinfer1::AsciiChar const* const, nvinfer1::AsciiChar const* const,
-                                                  nvinfer1::AsciiChar const* const) noexcept override {
-        return nullptr;
-    }
-    bool deregisterCreator(nvinfer1::IPluginCreatorInterface const&) noexcept override { return false; }
-    void setErrorRecorder(nvinfer1::IErrorRecorder* const) noexcept override {}
-    nvinfer1::IErrorRecorder* getErrorRecorder() const noexcept override { return nullptr; }
-    bool isParentSearchEnabled() const override { return false; }
-    void setParentSearchEnabled(bool const) override {}
-    PluginLibraryHandle loadLibrary(nvinfer1::AsciiChar const*) noexcept override { return nullptr; }
-    void deregisterLibrary(PluginLibraryHandle) noexcept override {}
-    nvinfer1::IPluginResource* acquirePluginResource(nvinfer1::AsciiChar const*,
-                                                     nvinfer1::IPluginResource*) noexcept override {
-        return nullptr;
-    }
-    int32_t releasePluginResource(nvinfer1::AsciiChar const*) noexcept override { return 0; }
-#if NV_TENSORRT_MAJOR < 11
-    // IPluginV2-era entry points, pure virtual until TensorRT 11 removed them.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-    bool registerCreator(nvinfer1::IPluginCreator&, nvinfer1::AsciiChar const* const) noexcept override { return false; }
-    nvinfer1::IPluginCreator* const* getPluginCreatorList(int32_t* const numCreators) const noexcept override {
-        *numCreators = 0;
-        return nullptr;
-    }
-    nvinfer1::IPluginCreator* getPluginCreator(nvinfer1::AsciiChar const* const, nvinfer1::AsciiChar const* const,
-                                               nvinfer1::AsciiChar const* const) noexcept override {
-        return nullptr;
-    }
-    bool deregisterCreator(nvinfer1::IPluginCreator const&) noexcept override { return false; }
-#pragma GCC diagnostic pop
-#endif
-};
+    return false;
+}
 
-FakeRegistry& registry() {
-    static FakeRegistry r;
-    return r;
+namespace {
+
+bool sameText(char const* a, char const* b) {
+    return std::strcmp(a != nullptr ? a : "", b != nullptr ? b : "") == 0;
+}
+
+// The name and version of any creator kind (V3One creators; the V1 kind is never registered here).
+bool creatorKey(nvinfer1::IPluginCreatorInterface const* c, char const*& name, char const*& version) {
+    if (c == nullptr || !sameText(c->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE")) {
+        return false;
+    }
+    auto* v3 = const_cast<nvinfer1::IPluginCreatorV3One*>(static_cast<nvinfer1::IPluginCreatorV3One const*>(c));
+    name = v3->getPluginName();
+    version = v3->getPluginVersion();
+    return true;
 }
 
 }  // namespace
 
-std::vector<Registration> const& stubRegistrations() { return registry().registrations; }
+bool HarnessRegistry::registerCreator(nvinfer1::IPluginCreatorInterface& creator,
+                                      nvinfer1::AsciiChar const* const pluginNamespace) noexcept {
+    try {
+        char const* name = nullptr;
+        char const* version = nullptr;
+        if (!creatorKey(&creator, name, version) || getCreator(name, version, pluginNamespace) != nullptr) {
+            // TensorRT refuses a second creator with the same name, version and namespace.
+            ++refusedRegistrations;
+            return false;
+        }
+        registrations.push_back({&creator, pluginNamespace != nullptr ? pluginNamespace : ""});
+        creators.push_back(&creator);
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+nvinfer1::IPluginCreatorInterface* const* HarnessRegistry::getAllCreators(int32_t* const numCreators) const noexcept {
+    *numCreators = static_cast<int32_t>(creators.size());
+    return creators.empty() ? nullptr : creators.data();
+}
+
+nvinfer1::IPluginCreatorInterface* const* HarnessRegistry::getAllCreatorsRecursive(int32_t* const numCreators) noexcept {
+    return getAllCreators(numCreators);
+}
+
+nvinfer1::IPluginCreatorInterface* HarnessRegistry::getCreator(nvinfer1::AsciiChar const* const pluginName,
+                                                               nvinfer1::AsciiChar const* const pluginVersion,
+                                                               nvinfer1::AsciiChar const* const pluginNamespace) noexcept {
+    for (auto const& r : registrations) {
+        char const* name = nullptr;
+        char const* version = nullptr;
+        if (creatorKey(r.creator, name, version) && sameText(name, pluginName) && sameText(version, pluginVersion) &&
+            sameText(r.pluginNamespace.c_str(), pluginNamespace)) {
+            return r.creator;
+        }
+    }
+    return nullptr;
+}
+
+bool HarnessRegistry::deregisterCreator(nvinfer1::IPluginCreatorInterface const& creator) noexcept {
+    for (size_t i = 0; i < registrations.size(); ++i) {
+        if (registrations[i].creator == &creator) {
+            registrations.erase(registrations.begin() + static_cast<long>(i));
+            creators.erase(creators.begin() + static_cast<long>(i));
+            return true;
+        }
+    }
+    return false;
+}
+
+HarnessRegistry& stubRegistry() {
+    static HarnessRegistry r;
+    return r;
+}
 
 CapturingLogger& stubLogger() {
     static CapturingLogger logger;
@@ -96,7 +113,7 @@ CapturingLogger& stubLogger() {
 
 // The libnvinfer symbols libcmc_trt_plugins.so references (exported from the test executable).
 extern "C" __attribute__((visibility("default"))) nvinfer1::IPluginRegistry* getPluginRegistry() noexcept {
-    return &cmctest::registry();
+    return &cmctest::stubRegistry();
 }
 
 extern "C" __attribute__((visibility("default"))) nvinfer1::ILogger* getLogger() noexcept {
