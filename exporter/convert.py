@@ -14,7 +14,9 @@ from torch import nn
 
 from cmc.plugins.registry import OPERATORS
 
+from .attribution import explain_failure
 from .errors import CmcError
+from .idioms import eager_idioms
 
 
 def observe_zero_inputs(model: nn.Module, example: torch.Tensor) -> set[str]:
@@ -30,8 +32,10 @@ def observe_zero_inputs(model: nn.Module, example: torch.Tensor) -> set[str]:
                 seen.add(name)
         hooks.append(mod.register_forward_pre_hook(pre))
     try:
-        with torch.no_grad():
+        with eager_idioms(), torch.no_grad():
             model(example)
+    except Exception as e:
+        raise explain_failure(e, during="the calibration run", model=model, example=example) from e
     finally:
         for h in hooks:
             h.remove()

@@ -12,6 +12,8 @@ on the ONNX IR:
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -61,30 +63,68 @@ def _decomposition_table():
 
 def _quiet():
     """The exporter logs progress on its own; cmc reports its own steps instead."""
-    for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript"):
+    for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript", "torch.fx.experimental.symbolic_shapes"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
+def _no_partial_graph_dump():
+    """torch.export prints the partial graph of a failed trace to stderr; cmc's errors are one line."""
+    return contextlib.redirect_stderr(io.StringIO())
+
+
+def _run_refusing_state_changes(model: torch.nn.Module, example: torch.Tensor):
+    """One eager run in which forward may not change the model's parameters/buffers or assign ``.data``:
+    torch.export would silently drop such changes (or fail without naming the line)."""
+    from .attribution import explain_failure
+    from .idioms import eager_idioms, refuse_state_changes
+
+    try:
+        with eager_idioms(), refuse_state_changes(model), torch.no_grad():
+            model(example)
+    except CmcError:
+        raise
+    except Exception as e:
+        raise explain_failure(e, during="a check run", model=model, example=example) from e
+
+
 def capture(model: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool = True):
-    """torch.export with a dynamic batch dimension; falls back to a static one with a note."""
+    """torch.export with a dynamic batch dimension; falls back to a static one with a note.
+
+    Research-code idioms are captured through ``cmc.exporter.idioms`` (``.data`` reads, legacy autograd
+    Functions, ``.cuda()``); those that cannot be (state changed in forward, data-dependent branches)
+    fail with one line naming the user's file and line."""
+    from .attribution import explain_failure
+    from .idioms import IdiomError, capture_idioms
+
     _quiet()
+    _run_refusing_state_changes(model, example)
     notes = []
     trace_input = example
     if dynamic_batch and example.shape[0] == 1:
         trace_input = example.expand(2, *example.shape[1:]).clone()
-    if dynamic_batch:
-        try:
-            batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-            return torch.export.export(model, (trace_input,), dynamic_shapes=({0: batch},), strict=False), True, notes
-        except Exception as e:  # the model fixes its batch size somewhere
-            notes.append(f"dynamic batch impossible ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                         f"exported with static batch {example.shape[0]}")
-    try:
-        return torch.export.export(model, (example,), strict=False), False, notes
-    except Exception as e:
-        raise CmcError(f"torch.export could not capture the model: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+    with capture_idioms() as idioms:
+        ep, dynamic = None, False
+        if dynamic_batch:
+            try:
+                batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+                with _no_partial_graph_dump():
+                    ep = torch.export.export(model, (trace_input,), dynamic_shapes=({0: batch},), strict=False)
+                dynamic = True
+            except IdiomError:
+                raise
+            except Exception as e:  # the model fixes its batch size somewhere
+                notes.append(f"dynamic batch impossible ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                             f"exported with static batch {example.shape[0]}")
+        if ep is None:
+            try:
+                with _no_partial_graph_dump():
+                    ep = torch.export.export(model, (example,), strict=False)
+            except Exception as e:
+                raise explain_failure(e, during="capture (torch.export)", model=model, example=example,
+                                      capturing=True) from e
+    return ep, dynamic, notes + idioms.notes()
 
 
 def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = True,

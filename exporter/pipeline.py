@@ -95,13 +95,14 @@ def example_input(shape, seed: int = 0) -> torch.Tensor:
 
 
 def _dry_run(model: torch.nn.Module, x: torch.Tensor):
+    from .attribution import explain_failure
+    from .idioms import eager_idioms
+
     try:
-        with torch.no_grad():
+        with eager_idioms(), torch.no_grad():
             out = model(x)
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CmcError(f"the model does not run on an input of shape {'x'.join(map(str, x.shape))} "
-                       f"({type(e).__name__}: {first}); check --input-shape") from e
+        raise explain_failure(e, during="a dry run", model=model, example=x) from e
     outs = out if isinstance(out, (tuple, list)) else [out]
     for o in outs:
         if not isinstance(o, torch.Tensor):
@@ -123,6 +124,7 @@ def _input_shape_of_program(ep) -> tuple[int, ...] | None:
 def prepare(opts: ExportOptions, steps: Steps):
     """load + convert + shrink: returns (reference model, deployable model or program, example, report)."""
     from .convert import convert_research_layers, pack_for_deployment
+    from .idioms import capture_idioms
     from .load import load_model
 
     report: dict = {"input": {"model": opts.model, "arch": opts.arch}}
@@ -164,7 +166,7 @@ def prepare(opts: ExportOptions, steps: Steps):
         report["converted"] = converted
         log(f"    converted {len(converted)} research layer(s)")
     reference = user_model
-    with steps("shrink"):
+    with steps("shrink"), capture_idioms():  # shrinking traces the model with torch.export
         report["shrink"] = _maybe_shrink(opts, model, x, slimmed=opts.slim is not None)
         if report["shrink"].get("model") is not None:
             model = report["shrink"].pop("model")
@@ -196,13 +198,14 @@ def _jsonable(d: dict) -> dict:
 
 def _slim(model, percent: float, x) -> dict:
     """Apply Network Slimming in place; measure how much it changed the outputs (the method's approximation)."""
+    from .idioms import eager_idioms
     from .shrink.core import _rel_err
     from .shrink.slim import slim
 
     before = copy.deepcopy(model).eval()
     rep = slim(model, percent)
     g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
+    with eager_idioms(), torch.no_grad():  # the user's eager forward, research-code idioms included
         dev = max(_rel_err(before(t), model(t)) for t in (x, torch.randn(x.shape, generator=g)))
     rep["output_change"] = dev
     log(f"    |γ| threshold {rep['threshold']:.4g} over {rep['batchnorms']} BatchNorm2d: {rep['pruned_channels']} of "
@@ -273,6 +276,7 @@ def _alignment_cost(opts, model, x, aligned: dict) -> dict:
 
 
 def run_export(opts: ExportOptions) -> dict:
+    from .idioms import eager_idioms
     from .load import artifact_stem
     from .onnx_export import export_onnx
     from .verify import verify
@@ -302,7 +306,8 @@ def run_export(opts: ExportOptions) -> dict:
         if opts.verify:
             with steps("verify", f"PyTorch vs onnxruntime at batch {','.join(map(str, opts.verify_batches))}"):
                 batches = opts.verify_batches if res.dynamic_batch else (x.shape[0],)
-                verdict = verify(reference, res.model, tuple(x.shape), batches=batches)
+                with eager_idioms():  # the reference is the user's eager model
+                    verdict = verify(reference, res.model, tuple(x.shape), batches=batches)
                 report["parity"] = verdict.to_dict()
                 log(f"    worst error {verdict.worst():.3g} of max|y| (tolerance {verdict.tolerance:g})")
             if not verdict.passed:

@@ -53,6 +53,7 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
                slim=None, accept_deviation=False) -> int:
     import json
 
+    from .idioms import eager_idioms
     from .verify import verify
 
     a = Path(artifact)
@@ -74,7 +75,8 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
     reference, _, x, report = prepare(opts, steps)
     with steps("verify", f"{a.name} vs PyTorch at batch {','.join(map(str, batches))}"):
         try:
-            v = verify(reference, onnx_model, tuple(x.shape), batches=batches, tolerance=tolerance)
+            with eager_idioms():  # the reference is the user's eager model
+                v = verify(reference, onnx_model, tuple(x.shape), batches=batches, tolerance=tolerance)
         except Exception as e:
             raise CmcError(f"could not run {a.name} against the model: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from e
     verdict = dict(v.to_dict(), artifact=str(a), model=str(model), arch=arch, versions=versions())

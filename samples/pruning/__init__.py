@@ -8,6 +8,8 @@ Masks live in buffers/parameters, so a saved state_dict loads back into a freshl
 * mnist.convnet_pruned        MaskedConv2d ConvNet [32, 64, 64] -> [8, 16, 32]
 * vgg_slim.vgg16_slimmed      VGG-16 (CIFAR) with Network Slimming: BN gamma = beta = 0
 * resnet56_l1.resnet56_l1     ResNet-56 with L1-norm filter pruning of each block's first conv
+* resnet_l1_data.resnet_l1_data   CIFAR ResNet (depth, dataset, cfg) with the L1 repository's zero-pad shortcut
+                              (``x.data``, ``Variable``, conditional ``.cuda()``); cfg = pruned block widths
 * preresnet_cs.preresnet_slimmed   pre-activation bottleneck ResNet with channel_selection
 * adder_resnet20.adder_resnet20_pruned   AdderNet ResNet-20 (cmc AdderConv2d), slimmed BNs
 * densenet_cs.densenet_slimmed     DenseNet-40 (CIFAR) with channel_selection, slimmed BNs
