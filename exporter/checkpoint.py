@@ -129,8 +129,8 @@ def as_literal(v):
         return v
     if isinstance(v, np.generic):
         return v.item()
-    if isinstance(v, torch.Tensor) and v.dim() == 0 and not v.is_floating_point() and not v.is_complex():
-        return int(v.item())
+    if isinstance(v, torch.Tensor) and v.dim() <= 1 and not v.is_floating_point() and not v.is_complex():
+        return int(v.item()) if v.dim() == 0 else [int(x) for x in v.tolist()]   # cfg = torch.tensor([...])
     if isinstance(v, np.ndarray) and v.dtype.kind in "biu":
         return [as_literal(x) for x in v.tolist()]
     if isinstance(v, (list, tuple)):

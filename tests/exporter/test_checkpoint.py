@@ -167,7 +167,7 @@ def test_split_checkpoint_refuses_what_holds_no_weights():
 def test_cfg_values_become_plain_python():
     cfg = [np.int64(5), torch.tensor(7), "M", np.int32(3)]
     assert as_literal(cfg) == [5, 7, "M", 3]
-    assert as_literal(np.array([1, 2])) == [1, 2]
+    assert as_literal(np.array([1, 2])) == [1, 2] and as_literal(torch.tensor([3, 4])) == [3, 4]
     with pytest.raises(ValueError):
         as_literal(torch.randn(3))
 
