@@ -100,7 +100,7 @@ def bench(name, spec, runs, threads, tmp):
     export(model, x, pm)
     export(res.model, x, ps)
     sm, ss = session(pm, threads), session(ps, threads)
-    out = {"spec": spec, "shrink_seconds": round(t_shrink, 2),
+    out = {"spec": spec, "shrink_seconds": round(t_shrink, 2), "round_to": res.report["round_to"],
            "params": res.report["params"], "flops_per_sample": res.report["flops"],
            "onnx_bytes": {"masked": pm.stat().st_size, "shrunk": ps.stat().st_size},
            "max_rel_err_torch": res.report["verification"]["max_rel_err"], "batches": {}}

@@ -1,6 +1,7 @@
 """cmc-export: the command line.
 
-    cmc-export MODEL --to onnx|trt [--arch mod:fn] [--input-shape 1x3x32x32] [-o DIR] [--no-verify] [--debug]
+    cmc-export MODEL --to onnx|trt [--arch mod:fn] [--arch-args k=v,...] [--input-shape 1x3x32x32] [-o DIR]
+               [--slim PERCENT] [--align-channels N] [--accept-deviation] [--no-verify] [--debug]
     cmc-export verify ARTIFACT.onnx MODEL [--arch mod:fn] [--input-shape ...] [--json F] [--junit F]
     cmc-export shrink MODEL --arch mod:fn [--input-shape ...] -o DIR
 
@@ -66,9 +67,38 @@ def _timing_cache_file(text: str) -> str:
     return text
 
 
+def _percent(text: str) -> float:
+    try:
+        v = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (e.g. 50)") from None
+    if not 0 < v < 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: the percentage must be between 0 and 100 "
+                                         "(the repositories' --percent 0.5 is --slim 50)")
+    return v
+
+
+def _alignment(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a channel count (e.g. 8)") from None
+    if not 1 <= v <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be between 1 (no alignment) and 1024")
+    return v
+
+
 def _common(p: argparse.ArgumentParser):
     p.add_argument("--arch", metavar="MODULE:CALLABLE",
-                   help="builds the model a state_dict belongs to; MODULE is imported from PYTHONPATH or the current folder")
+                   help="builds the model a state_dict belongs to; MODULE is imported from PYTHONPATH or the current "
+                        "folder. It is called with the checkpoint's 'cfg' (and other entries) where it takes them")
+    p.add_argument("--arch-args", metavar="K=V,...",
+                   help="keyword arguments for --arch, e.g. depth=56,dataset=cifar10 or '{\"depth\": 56}' "
+                        "(Python literals; a bare word is a string); they win over the checkpoint's")
+    p.add_argument("--slim", type=_percent, metavar="PERCENT",
+                   help="Network Slimming: prune the PERCENT %% of BatchNorm2d channels with the smallest |gamma| "
+                        "(one global threshold, gamma = beta = 0, as the repository's prune scripts' --percent "
+                        "PERCENT/100) before shrinking; the outputs change, and by how much is reported")
     p.add_argument("--input-shape", metavar="NxCxHxW", help="example input shape (default 1x3x32x32); the batch stays dynamic")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow MODEL to be a pickled nn.Module (unpickling runs code from the file: only for files you trust)")
@@ -101,7 +131,12 @@ def export_parser() -> argparse.ArgumentParser:
                    help="keep float tensors between binary layers (default: a BinaryConv read only by binarizing "
                         "BinaryConvs passes its signs on as packed bits)")
     p.add_argument("--accept-deviation", action="store_true",
-                   help="let shrinking drop constant channels where that is not exact; the report states the deviation")
+                   help="let shrinking drop constant channels where that is not exact; the deviation from the original "
+                        "is a warning on stderr and in the report, and parity is checked against the shrunk model")
+    p.add_argument("--align-channels", type=_alignment, default=1, metavar="N",
+                   help="when shrinking, keep some removable channels so conv channel counts stay multiples of N "
+                        "(e.g. 8 for vectorised kernels); the cost is reported. Default 1: remove exactly what "
+                        "was pruned")
     _latent(p)
     trt = p.add_argument_group("TensorRT (--to trt)")
     trt.add_argument("--fp16", action="store_true",
@@ -130,6 +165,8 @@ def verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", default="cmc-verdict.json", help="verdict JSON (default cmc-verdict.json)")
     p.add_argument("--junit", metavar="FILE", default="cmc-verdict.xml", help="JUnit XML (default cmc-verdict.xml)")
     _latent(p)
+    p.add_argument("--accept-deviation", action="store_true",
+                   help="the artifact was exported with --accept-deviation: check it against the shrunk model")
     _common(p)
     return p
 
@@ -141,6 +178,7 @@ def shrink_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-o", "--output", default="cmc_shrunk", metavar="DIR")
     p.add_argument("--accept-deviation", action="store_true")
+    p.add_argument("--align-channels", type=_alignment, default=1, metavar="N")
     _common(p)
     return p
 
@@ -176,6 +214,12 @@ def _shape(text):
     return parse_shape(text) if text else None
 
 
+def _arch_args(text):
+    from .arch import parse_arch_args
+
+    return parse_arch_args(text)
+
+
 def _cmd_export(argv) -> int:
     args = export_parser().parse_args(argv)
     from .pipeline import ExportOptions, run_export
@@ -189,12 +233,13 @@ def _cmd_export(argv) -> int:
                          allow_pickle=args.allow_pickle, shrink=not args.no_shrink,
                          accept_deviation=args.accept_deviation, dynamic_batch=not args.static_batch,
                          packed_chains=not args.no_packed_chains,
-                         binarize_weights=args.binarize_weights, trt=trt)
+                         binarize_weights=args.binarize_weights, trt=trt,
+                         arch_args=_arch_args(args.arch_args), slim=args.slim, align_channels=args.align_channels)
     report = run_export(opts)
     parity = report.get("parity", {})
     if "passed" in parity:
         print(f"cmc-export: ok: {report['export']['onnx']} in {args.output} "
-              f"(parity {max((o['rel_err'] for c in parity['cases'] for o in c['outputs'].values()), default=0):.3g}"
+              f"(parity {parity.get('worst', 0):.3g}"
               f" <= {parity['tolerance']:g} of max|y|)")
     else:
         print(f"cmc-export: ok: {report['export']['onnx']} in {args.output} (parity not checked)")
@@ -207,7 +252,8 @@ def _cmd_verify(argv) -> int:
 
     return run_verify(args.artifact, args.model, arch=args.arch, input_shape=_shape(args.input_shape),
                       batches=args.verify_batch, tolerance=args.tolerance, json_path=args.json,
-                      junit_path=args.junit, allow_pickle=args.allow_pickle, binarize_weights=args.binarize_weights)
+                      junit_path=args.junit, allow_pickle=args.allow_pickle, binarize_weights=args.binarize_weights,
+                      arch_args=_arch_args(args.arch_args), slim=args.slim, accept_deviation=args.accept_deviation)
 
 
 def _cmd_shrink(argv) -> int:
@@ -215,7 +261,8 @@ def _cmd_shrink(argv) -> int:
     from .shrink_cmd import run_shrink
 
     return run_shrink(args.model, arch=args.arch, input_shape=_shape(args.input_shape), out_dir=args.output,
-                      accept_deviation=args.accept_deviation, allow_pickle=args.allow_pickle)
+                      accept_deviation=args.accept_deviation, allow_pickle=args.allow_pickle,
+                      arch_args=_arch_args(args.arch_args), slim=args.slim, align_channels=args.align_channels)
 
 
 if __name__ == "__main__":

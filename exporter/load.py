@@ -1,32 +1,31 @@
-"""Load step: turn MODEL (+ --arch) into an nn.Module or a torch.export program, safely.
+"""Load step: turn MODEL (+ --arch, --arch-args) into an nn.Module or a torch.export program, safely.
 
 Accepted inputs
-* a state_dict file (``torch.save(model.state_dict())``; DataParallel ``module.`` prefixes and
-  ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers are undone) together with ``--arch
-  module:callable`` that builds the user's model;
+* a state_dict file or a training/pruning checkpoint (see ``checkpoint.py``: ``{'state_dict': ...,
+  'epoch', 'best_prec1', 'optimizer', 'cfg'}`` and the like; DataParallel ``module.`` prefixes are
+  undone) together with ``--arch module:callable`` that builds the user's model — called with the
+  checkpoint's ``cfg`` and ``--arch-args`` where it takes them (``arch.py``);
 * a torch.export program (``.pt2``);
 * a pickled ``nn.Module`` only with ``allow_pickle=True``: unpickling runs arbitrary code.
 
-State dicts are read with ``torch.load(weights_only=True)``, which executes no code.
+Checkpoints are read with ``torch.load(weights_only=True)`` (plus argparse.Namespace and NumPy values,
+see ``checkpoint.SAFE_GLOBALS``), which executes no code from the file.
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
-import pickle
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .arch import build_arch, choose_kwargs, describe_call, resolve_arch, signature_of
+from .checkpoint import Checkpoint, as_literal, read_checkpoint, split_checkpoint, summary
 from .errors import CmcError
 
 import cmc.plugins.registry  # noqa: F401  (registers the cmc:: ops a .pt2 program may contain)
-
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 
 
 @dataclass
@@ -35,67 +34,20 @@ class Loaded:
     exported: torch.export.ExportedProgram | None = None
     notes: list[str] = field(default_factory=list)
     source: str = ""
-
-
-def resolve_arch(spec: str):
-    """'pkg.mod:fn' -> the callable, importable from PYTHONPATH or the current directory."""
-    if ":" not in spec:
-        raise CmcError(f"--arch {spec!r} must look like 'module:callable' (e.g. samples.addernet_resnet20:resnet20)")
-    mod_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        raise CmcError(f"--arch: cannot import module {mod_name!r} ({e}); is it on PYTHONPATH?") from e
-    except Exception as e:  # the user's module failed while importing
-        raise CmcError(f"--arch: importing {mod_name!r} failed: {type(e).__name__}: {e}") from e
-    obj = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise CmcError(f"--arch: module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise CmcError(f"--arch: {spec!r} is not callable")
-    return obj
-
-
-def build_arch(spec: str) -> nn.Module:
-    fn = resolve_arch(spec)
-    try:
-        model = fn()
-    except Exception as e:
-        raise CmcError(f"--arch: calling {spec} failed: {type(e).__name__}: {e}") from e
-    if not isinstance(model, nn.Module):
-        raise CmcError(f"--arch: {spec} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+    #: keyword arguments --arch was called with (from the checkpoint and --arch-args)
+    arch_kwargs: dict = field(default_factory=dict)
 
 
 def unwrap_state_dict(obj, notes: list[str]) -> dict[str, torch.Tensor]:
-    """Undo the usual checkpoint wrappers and the DataParallel 'module.' prefix."""
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    seen = 0
-    while isinstance(obj, dict) and not _looks_like_state_dict(obj) and seen < 3:
-        key = next((k for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], (dict, nn.Module))), None)
-        if key is None:
-            break
-        notes.append(f"checkpoint: took the {key!r} entry of the saved dict")
-        obj = obj[key]
-        if isinstance(obj, nn.Module):
-            return obj.state_dict()
-        seen += 1
-    if not isinstance(obj, dict) or not _looks_like_state_dict(obj):
-        raise CmcError("checkpoint holds no state_dict (expected a dict of tensors, optionally under 'state_dict')")
-    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if sd and all(k.startswith("module.") for k in sd):
-        notes.append("checkpoint: stripped the nn.DataParallel 'module.' prefix")
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
-def _looks_like_state_dict(d: dict) -> bool:
-    return bool(d) and all(isinstance(k, str) for k in d) and any(isinstance(v, torch.Tensor) for v in d.values())
+    """The state_dict inside whatever torch.load returned (checkpoint conventions, DataParallel prefix)."""
+    ck = split_checkpoint(obj)
+    if ck.module is not None:
+        return ck.module.state_dict()
+    notes.extend(ck.notes)
+    line = summary(ck, set())
+    if line:
+        notes.append(line)
+    return ck.state_dict
 
 
 def _check_finite(named_tensors, what: str):
@@ -105,7 +57,8 @@ def _check_finite(named_tensors, what: str):
             raise CmcError(f"{what} {name!r} has {bad} NaN/Inf value(s); refusing to export a broken model")
 
 
-def load_model(path: str | os.PathLike, arch: str | None = None, allow_pickle: bool = False) -> Loaded:
+def load_model(path: str | os.PathLike, arch: str | None = None, allow_pickle: bool = False,
+               arch_args: dict | None = None) -> Loaded:
     p = Path(path)
     if not p.exists():
         raise CmcError(f"model file {str(p)!r} does not exist")
@@ -115,8 +68,8 @@ def load_model(path: str | os.PathLike, arch: str | None = None, allow_pickle: b
         raise CmcError(f"model file {str(p)!r} is empty")
     out = Loaded(source=str(p))
     if p.suffix == ".pt2":
-        if arch:
-            out.notes.append("--arch ignored: a .pt2 program carries its own graph")
+        if arch or arch_args:
+            out.notes.append("--arch/--arch-args ignored: a .pt2 program carries its own graph")
         try:
             out.exported = torch.export.load(str(p))
         except Exception as e:
@@ -124,19 +77,29 @@ def load_model(path: str | os.PathLike, arch: str | None = None, allow_pickle: b
         _check_finite(list(out.exported.state_dict.items()), "tensor")
         return out
 
-    obj = _read_checkpoint(p, allow_pickle)
-    if isinstance(obj, nn.Module):
-        if arch:
-            model = build_arch(arch)
-            _load_into(model, obj.state_dict(), out.notes)
-        else:
-            model = obj
-            out.notes.append("loaded a pickled nn.Module (--allow-pickle)")
+    ck = split_checkpoint(read_checkpoint(p, allow_pickle))
+    out.notes.extend(ck.notes)
+    if ck.module is not None and not arch:
+        if arch_args:
+            raise CmcError("--arch-args needs --arch (the file holds a whole pickled model)")
+        model = ck.module
+        out.notes.append("loaded a pickled nn.Module (--allow-pickle)")
     else:
         if not arch:
-            raise CmcError(f"{p.name} is a state_dict; pass --arch module:callable that builds the model")
-        model = build_arch(arch)
-        _load_into(model, unwrap_state_dict(obj, out.notes), out.notes)
+            hint = f" (it carries cfg={_short(ck.literals['cfg'])}: a pruned model)" if "cfg" in ck.literals else ""
+            raise CmcError(f"{p.name} is a state_dict{hint}; pass --arch module:callable that builds the model")
+        fn = resolve_arch(arch)
+        kwargs, used, arg_notes = choose_kwargs(fn, arch, ck.literals, dict(arch_args or {}))
+        out.notes.extend(arg_notes)
+        line = summary(ck, used)
+        if line:
+            out.notes.append(line)
+        if kwargs:
+            out.notes.append(f"--arch: built {describe_call(arch, kwargs)}")
+        out.arch_kwargs = kwargs
+        model = build_arch(arch, kwargs, fn)
+        sd = ck.module.state_dict() if ck.module is not None else ck.state_dict
+        _load_into(model, sd, out.notes, hints=_Hints(arch, ck, kwargs, used))
     _check_finite(list(model.named_parameters()) + list(model.named_buffers()), "tensor")
     out.module = model.eval()
     return out
@@ -147,22 +110,61 @@ def _first_line(e: Exception) -> str:
     return s[0][:200] if s else type(e).__name__
 
 
-def _read_checkpoint(p: Path, allow_pickle: bool):
-    # Zip (torch.save) and legacy files alike go through the safe loader first.
-    try:
-        return torch.load(str(p), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
-            raise CmcError(f"{p.name}: not a readable PyTorch checkpoint ({_first_line(e)})") from e
-        if not allow_pickle:
-            raise CmcError(f"{p.name} contains pickled Python objects (e.g. a whole nn.Module); loading it would run "
-                           "code from the file — pass --allow-pickle if you trust it, or save model.state_dict() instead") from e
-    except Exception as e:  # garbage bytes make the unpickler fail in any number of ways
-        raise CmcError(f"{p.name}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from e
-    try:
-        return torch.load(str(p), map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CmcError(f"{p.name}: unpickling failed ({type(e).__name__}: {_first_line(e)})") from e
+def _short(v, n: int = 48) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+@dataclass
+class _Hints:
+    """What the checkpoint and --arch said, for the wording of a mismatch."""
+
+    arch: str = ""
+    ck: Checkpoint | None = None
+    kwargs: dict = field(default_factory=dict)
+    used: set = field(default_factory=set)
+
+    def text(self, narrower: bool) -> str:
+        ck = self.ck
+        if ck is None:
+            return ""
+        if "cfg" in ck.literals and "cfg" not in self.used and "cfg" not in self.kwargs:
+            return (f"; the checkpoint carries cfg={_short(ck.literals['cfg'])} (a pruned model) but {self.arch} takes "
+                    "no 'cfg' argument: point --arch at a callable that does (e.g. the model class), or pass "
+                    "--arch-args cfg=[...]")
+        if "cfg" in self.used:
+            return (f"; the model was built with the checkpoint's cfg={_short(ck.literals['cfg'])}"
+                    + self._args_hint())
+        if "cfg" in self.kwargs:
+            over = (f" instead of the checkpoint's cfg={_short(ck.literals['cfg'])}" if "cfg" in ck.literals
+                    and ck.literals["cfg"] != self.kwargs["cfg"] else "")
+            return f"; the model was built with --arch-args cfg={_short(self.kwargs['cfg'])}{over}" + self._args_hint()
+        hint = self._args_hint()
+        if narrower:
+            hint += ("; the file's layer is narrower than the model's: a pruned model? build it with its channel "
+                     "configuration (e.g. --arch-args cfg=[...], or the checkpoint the prune script saved with 'cfg')")
+        return hint
+
+    def _args_hint(self) -> str:
+        """Fields of a saved training 'args' that --arch takes and were not given."""
+        ck = self.ck
+        if ck is None or not ck.saved_args:
+            return ""
+        try:
+            sig = signature_of(resolve_arch(self.arch))
+        except CmcError:
+            sig = None
+        if sig is None:
+            return ""
+        names, _ = sig
+        cand = {k: v for k, v in ck.saved_args.items() if k in names and (k not in self.kwargs or self.kwargs[k] != v)}
+        if not cand:
+            return ""
+        try:
+            text = ",".join(f"{k}={_short(as_literal(v), 30)}" for k, v in sorted(cand.items()))
+        except ValueError:
+            return ""
+        return f"; the checkpoint's training args have {text}: pass --arch-args {text} if that is how it was built"
 
 
 # Keys checkpoints carry that are not model state: thop's profiling buffers, and BatchNorm's
@@ -170,12 +172,19 @@ def _read_checkpoint(p: Path, allow_pickle: bool):
 _PROFILER_SUFFIXES = ("total_ops", "total_params")
 
 
-def _load_into(model: nn.Module, sd: dict, notes: list[str]):
+def _load_into(model: nn.Module, sd: dict, notes: list[str], hints: _Hints | None = None):
+    hints = hints or _Hints()
     own = model.state_dict()
     extra = [k for k in sd if k not in own and k.rsplit(".", 1)[-1] in _PROFILER_SUFFIXES]
     if extra:
         notes.append(f"checkpoint: ignored {len(extra)} profiler buffer(s) (thop total_ops/total_params)")
         sd = {k: v for k, v in sd.items() if k not in extra}
+    # a metric saved beside the weights in a flat dict ({'conv.weight': ..., 'best_acc': tensor(93.1)})
+    metrics = [k for k in sd if k not in own and "." not in k and sd[k].dim() == 0]
+    if metrics and len(metrics) < len(sd):
+        notes.append("checkpoint: ignored " + ", ".join(f"{k}={sd[k].item():.6g}" for k in metrics[:6])
+                     + " (0-d tensors that are no part of the model)")
+        sd = {k: v for k, v in sd.items() if k not in metrics}
     absent_nbt = [k for k in own if k.endswith("num_batches_tracked") and k not in sd]
     if absent_nbt:
         notes.append(f"checkpoint: {len(absent_nbt)} BatchNorm num_batches_tracked missing (old checkpoint); kept the model's")
@@ -188,12 +197,21 @@ def _load_into(model: nn.Module, sd: dict, notes: list[str]):
             parts.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
-        raise CmcError("checkpoint does not fit --arch: " + ", ".join(parts) + " keys")
+        raise CmcError("checkpoint does not fit --arch: " + ", ".join(parts) + " keys" + hints.text(False))
     for k, v in sd.items():
         if tuple(own[k].shape) != tuple(v.shape):
+            narrower = v.dim() == own[k].dim() and all(a <= b for a, b in zip(v.shape, own[k].shape))
             raise CmcError(f"checkpoint does not fit --arch: {k!r} is {tuple(v.shape)} in the file but "
-                           f"{tuple(own[k].shape)} in the model")
+                           f"{tuple(own[k].shape)} in the model" + hints.text(narrower))
     model.load_state_dict(sd, strict=True)
+
+
+def artifact_stem(path) -> str:
+    """'pruned.pth.tar' -> 'pruned' (the repositories' checkpoint names), 'model.pth' -> 'model'."""
+    stem = Path(path).stem
+    if Path(path).suffix == ".tar" and Path(stem).suffix in (".pth", ".pt"):
+        stem = Path(stem).stem
+    return stem
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

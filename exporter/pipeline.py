@@ -6,6 +6,7 @@ output folder only when every step succeeded.
 """
 from __future__ import annotations
 
+import copy
 import platform
 import sys
 import time
@@ -21,6 +22,10 @@ from .errors import CmcError, ParityError
 
 def log(msg: str):
     print(f"[cmc] {msg}", file=sys.stderr, flush=True)
+
+
+def warn(msg: str):
+    print(f"cmc-export: warning: {msg}", file=sys.stderr, flush=True)
 
 
 class Steps:
@@ -75,6 +80,12 @@ class ExportOptions:
     packed_chains: bool = True
     binarize_weights: str | None = None  # latent float weights of binary layers: 'xnor' | 'sign' (latent_weights.py)
     trt: dict = field(default_factory=dict)
+    #: keyword arguments for --arch (--arch-args); the checkpoint's cfg is added by the load step
+    arch_args: dict = field(default_factory=dict)
+    #: Network Slimming: prune this percentage of BatchNorm channels by a global |gamma| threshold
+    slim: float | None = None
+    #: keep conv channel counts at multiples of this when shrinking (1: remove exactly what was pruned)
+    align_channels: int = 1
 
 
 DEFAULT_SHAPE = (1, 3, 32, 32)
@@ -120,9 +131,13 @@ def prepare(opts: ExportOptions, steps: Steps):
 
     report: dict = {"input": {"model": opts.model, "arch": opts.arch}}
     with steps("load", Path(opts.model).name):
-        loaded = load_model(opts.model, opts.arch, opts.allow_pickle)
+        loaded = load_model(opts.model, opts.arch, opts.allow_pickle, arch_args=opts.arch_args)
         report["input"]["sha256"] = sha256(opts.model)
+        report["input"]["arch_kwargs"] = _jsonable(loaded.arch_kwargs)
         report["notes"] = list(loaded.notes)
+        for n in loaded.notes:
+            if n.startswith(("checkpoint:", "--arch")):
+                log(f"    {n}")
         shape = opts.input_shape
         if shape is None and loaded.exported is not None:
             shape = _input_shape_of_program(loaded.exported)
@@ -133,6 +148,9 @@ def prepare(opts: ExportOptions, steps: Steps):
         x = example_input(shape)
 
     if loaded.exported is not None:
+        if opts.slim is not None:
+            raise CmcError("--slim needs the model's weights (a state_dict with --arch); a .pt2 program is "
+                           "exported as captured")
         reference = loaded.exported.module()
         _dry_run(reference, x)
         report["converted"] = []
@@ -148,37 +166,127 @@ def prepare(opts: ExportOptions, steps: Steps):
         report["binarized_weights"] = binarize_latent_weights(user_model, x, opts.binarize_weights)
         log(f"    --binarize-weights {opts.binarize_weights}: "
             f"{sum(bool(e['scheme']) for e in report['binarized_weights'])} layer(s) binarized")
+    if opts.slim is not None:
+        with steps("slim", f"Network Slimming, {opts.slim:g} % of BatchNorm channels"):
+            report["slim"] = _slim(user_model, opts.slim, x)
     # Convert first, so research layers (adder2d, Conv2d_Q) are shrunk as the cmc operators they are.
     with steps("convert"):
         model, converted = convert_research_layers(user_model, x)
         report["converted"] = converted
         log(f"    converted {len(converted)} research layer(s)")
+    reference = user_model
     with steps("shrink"), capture_idioms():  # shrinking traces the model with torch.export
-        report["shrink"] = _maybe_shrink(opts, model, x)
+        report["shrink"] = _maybe_shrink(opts, model, x, slimmed=opts.slim is not None)
         if report["shrink"].get("model") is not None:
             model = report["shrink"].pop("model")
+            deviation = report["shrink"]["report"]["verification"]
+            if deviation.get("accepted_deviation"):
+                # The user accepted the folds: the artifact is checked against the model that has them,
+                # and the deviation from the original is stated, not hidden in the report.
+                reference = copy.deepcopy(model).eval()
+                report["deviation"] = {"accepted": True, "max_rel_err": deviation["max_rel_err"],
+                                       "against": "the model before shrinking",
+                                       "parity_reference": "the shrunk model with the accepted folds"}
+                warn(f"--accept-deviation: the shrunk model differs from the original by "
+                     f"{deviation['max_rel_err']:.3g} of max|y| (constant channels folded into padded layers: exact "
+                     "away from the borders); parity is checked against the shrunk model")
     deploy = pack_for_deployment(model).eval()
     _dry_run(deploy, x)
-    return user_model, deploy, x, report
+    return reference, deploy, x, report
 
 
-def _maybe_shrink(opts, model, x) -> dict:
+def _jsonable(d: dict) -> dict:
+    import json
+
+    try:
+        json.dumps(d)
+        return d
+    except (TypeError, ValueError):
+        return {k: repr(v) for k, v in d.items()}
+
+
+def _slim(model, percent: float, x) -> dict:
+    """Apply Network Slimming in place; measure how much it changed the outputs (the method's approximation)."""
+    from .idioms import eager_idioms
+    from .shrink.core import _rel_err
+    from .shrink.slim import slim
+
+    before = copy.deepcopy(model).eval()
+    rep = slim(model, percent)
+    g = torch.Generator().manual_seed(1)
+    with eager_idioms(), torch.no_grad():  # the user's eager forward, research-code idioms included
+        dev = max(_rel_err(before(t), model(t)) for t in (x, torch.randn(x.shape, generator=g)))
+    rep["output_change"] = dev
+    log(f"    |γ| threshold {rep['threshold']:.4g} over {rep['batchnorms']} BatchNorm2d: {rep['pruned_channels']} of "
+        f"{rep['channels']} channels get γ = β = 0")
+    warn(f"--slim {percent:g} changes the model's outputs by {dev:.3g} of max|y| (Network Slimming's pruning; "
+         "fine-tune afterwards as the method does); the export is checked against the slimmed model")
+    return rep
+
+
+def _maybe_shrink(opts, model, x, slimmed: bool = False) -> dict:
     if not opts.shrink:
         return {"skipped": "--no-shrink"}
-    try:
-        from .shrink import find_pruned, shrink
-    except ImportError:
-        return {"skipped": "shrink step not available in this build"}
+    from .shrink import AllChannelsPrunedError, find_pruned, shrink
+    from .shrink.slim import sparsity_hint
+
     pruned = find_pruned(model)
     if not pruned:
-        return {"skipped": "no pruned structure found"}
-    log(f"    pruned structure in {len(pruned)} layer(s): shrinking")
-    result = shrink(model, (x,), accept_deviation=opts.accept_deviation)
-    return {"model": result.model, "report": result.report}
+        hint = sparsity_hint(model)
+        reason = "no pruned structure found (no masks, zero filters, zero BatchNorm γ or channel_selection zeros)"
+        log(f"    nothing to shrink: {reason}" + (f"; {hint}" if hint else ""))
+        return {"skipped": reason + (f"; {hint}" if hint else "")}
+    log(f"    pruned structure in {len(pruned)} layer(s): shrinking"
+        + (f" (channel counts aligned to multiples of {opts.align_channels})" if opts.align_channels > 1 else ""))
+    try:
+        result = shrink(model, (x,), accept_deviation=opts.accept_deviation, round_to=opts.align_channels)
+    except AllChannelsPrunedError as e:
+        if slimmed:
+            raise AllChannelsPrunedError(f"{e} (after --slim {opts.slim:g}: use a smaller percentage)") from e
+        raise
+    out = {"model": result.model, "report": result.report}
+    rep = result.report
+    narrowed = [e for e in rep["layers"] if (e["in_before"], e["out_before"]) != (e["in_after"], e["out_after"])]
+    p0, p1 = rep["params"]["before"], rep["params"]["after"]
+    if p1 == p0 and not narrowed:
+        log(f"    shrink removed nothing: {_why_nothing(rep)}")
+    else:
+        log(f"    {len(narrowed)} layer(s) narrowed: parameters {p0:,} -> {p1:,} ({100 * (p0 - p1) / max(p0, 1):.1f} % "
+            f"fewer), FLOPs / {(rep['flops']['ratio'] or 0):.2f}")
+    if opts.align_channels > 1:
+        out["alignment"] = _alignment_cost(opts, model, x, rep)
+    return out
+
+
+def _why_nothing(rep: dict) -> str:
+    kept = rep.get("kept") or []
+    if not kept:
+        return "the pruned layers hold no removable channel"
+    n = sum(len(k["channels"]) for k in kept)
+    first = kept[0]
+    return (f"{n} pruned channel(s) kept, e.g. {len(first['channels'])} of {first['layer']}: {first['reason']}"
+            + (f" (+{len(kept) - 1} more group(s) in the report)" if len(kept) > 1 else ""))
+
+
+def _alignment_cost(opts, model, x, aligned: dict) -> dict:
+    """What --align-channels kept: the channels and parameters a round_to=1 shrink would also remove."""
+    from .shrink import shrink
+
+    exact = shrink(model, (x,), accept_deviation=opts.accept_deviation, round_to=1).report
+    kept = [k for k in aligned.get("kept", []) if "multiple of" in (k.get("reason") or "")]
+    n = sum(len(k["channels"]) for k in kept)
+    extra_p = aligned["params"]["after"] - exact["params"]["after"]
+    extra_f = aligned["flops"]["after"] - exact["flops"]["after"]
+    log(f"    --align-channels {opts.align_channels} kept {n} removable channel(s) in {len(kept)} layer(s): "
+        f"+{extra_p:,} parameters, +{extra_f:,} FLOPs per sample vs removing all "
+        f"({exact['params']['after']:,} parameters)")
+    return {"align_channels": opts.align_channels, "channels_kept": n, "layers": [k["layer"] for k in kept],
+            "extra_params": extra_p, "extra_flops": extra_f, "params_without_alignment": exact["params"]["after"]}
 
 
 def run_export(opts: ExportOptions) -> dict:
     from .idioms import eager_idioms
+    from .load import artifact_stem
     from .onnx_export import export_onnx
     from .sign_flips import annotate_binarization_points
     from .verify import verify
@@ -195,7 +303,7 @@ def run_export(opts: ExportOptions) -> dict:
         with steps("export", "ONNX (torch.export + dynamo exporter)"):
             res = export_onnx(deployable, x, dynamic_batch=opts.dynamic_batch, packed_chains=opts.packed_chains)
             annotate_binarization_points(res.model, report.get("converted", []))
-            stem = Path(opts.model).stem
+            stem = artifact_stem(opts.model)
             onnx_name = f"{stem}.onnx"
             onnx_path = stage.path(onnx_name)
             onnx_path.write_bytes(res.model.SerializeToString())

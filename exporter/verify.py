@@ -57,7 +57,8 @@ class Verdict:
 
     def to_dict(self):
         d = {"passed": self.passed, "tolerance": self.tolerance, "polygraphy_passed": self.polygraphy_passed,
-             "cases": self.cases, "first_divergence": self.divergence}
+             "cases": self.cases, "first_divergence": self.divergence,
+             "worst": self.worst(), "rounding_flips_forced": self.rounding_flips()}
         if self.packed_chains is not None:
             d["packed_equals_unpacked"] = self.packed_chains
         return d

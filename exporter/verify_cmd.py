@@ -68,8 +68,8 @@ def junit_xml(verdict: dict, artifact: str) -> bytes:
 
 
 def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), tolerance=None,
-               json_path="cmc-verdict.json", junit_path="cmc-verdict.xml", allow_pickle=False,
-               binarize_weights=None) -> int:
+               json_path="cmc-verdict.json", junit_path="cmc-verdict.xml", allow_pickle=False, arch_args=None,
+               slim=None, accept_deviation=False, binarize_weights=None) -> int:
     import json
 
     from .idioms import eager_idioms
@@ -87,8 +87,10 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
         dims = onnx_model.graph.input[0].type.tensor_type.shape.dim
         input_shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims) or None
     steps = Steps()
-    opts = ExportOptions(model=model, arch=arch, input_shape=input_shape, allow_pickle=allow_pickle, shrink=False,
-                         binarize_weights=binarize_weights)
+    # --accept-deviation: the reference is the shrunk model with the accepted folds (as the export checked it)
+    opts = ExportOptions(model=model, arch=arch, input_shape=input_shape, allow_pickle=allow_pickle,
+                         shrink=accept_deviation, accept_deviation=accept_deviation, arch_args=dict(arch_args or {}),
+                         slim=slim, binarize_weights=binarize_weights)
     reference, _, x, report = prepare(opts, steps)
     with steps("verify", f"{a.name} vs PyTorch at batch {','.join(map(str, batches))}"):
         try:

@@ -19,8 +19,9 @@ from .plan import decide, execute_round
 #: Relative tolerance (of max |y|) for models of plain PyTorch layers; cmc operators bring their own.
 DEFAULT_TOL = 1e-4
 MAX_ROUNDS = 5
-#: Conv channel counts that were multiples of this stay so (see shrink's round_to).
-DEFAULT_ROUND_TO = 8
+#: Conv channel counts that were multiples of this stay so (see shrink's round_to). 1: remove exactly
+#: what was pruned; alignment is the caller's explicit choice (cmc-export --align-channels).
+DEFAULT_ROUND_TO = 1
 _LAYERS = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, AdderConv2d, BinaryConv2d, ChannelSelect)
 
 
@@ -247,8 +248,8 @@ def shrink(model: nn.Module, example_inputs: tuple, *, accept_deviation: bool = 
 
     ``accept_deviation``: fold constant channels into padded layers too (exact only away from the
     borders); the report states the measured deviation. ``round_to``: keep a few removable channels
-    so that conv channel counts that were multiples of it stay so (8: onnxruntime's NCHWc kernels
-    and tensor cores; 1 removes every removable channel)."""
+    so that conv channel counts that were multiples of it stay so (8: vectorised kernels and tensor
+    cores); the default 1 removes every removable channel."""
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
     pruned_layers = find_pruned(model)

@@ -34,7 +34,7 @@ def verdict(r: Reader, m: nn.Module, accept: bool) -> tuple[str, str | None]:
         if r.const:
             return ("approx", None) if accept else (
                 "keep", f"constant channel read by padded conv {r.module}: folding it into the bias is exact only "
-                        "away from the borders (pass accept_deviation to fold anyway)")
+                        "away from the borders (--accept-deviation folds it anyway)")
         return "keep", f"varies and is read by {r.kind} {r.module} through nonzero weights"
     if r.kind == "adder":
         if r.const and (k == 0 or not r.padded):
@@ -42,7 +42,7 @@ def verdict(r: Reader, m: nn.Module, accept: bool) -> tuple[str, str | None]:
         if r.const:
             return ("approx", None) if accept else (
                 "keep", f"nonzero constant channel read by padded AdderConv {r.module}: padded taps add |w|, not "
-                        "|c - w| (pass accept_deviation to fold anyway)")
+                        "|c - w| (--accept-deviation folds it anyway)")
         return "keep", f"varies and is read by AdderConv {r.module}: -|x - w| depends on x even where w = 0"
     if r.kind == "binary":
         if r.const and not r.binarize_input and k == 0:
@@ -225,7 +225,7 @@ def _align(g: list, modules: dict, round_to: int):
             for c in cands[:need]:
                 c.removable = False
                 c.keep_reason = (f"kept so that {mod} keeps a multiple of {round_to} channels "
-                                 f"(round_to={round_to}; pass round_to=1 to remove it)")
+                                 f"(--align-channels {round_to}; 1 removes it)")
             changed = True
             break
 

@@ -12,4 +12,11 @@ Masks live in buffers/parameters, so a saved state_dict loads back into a freshl
                               (``x.data``, ``Variable``, conditional ``.cuda()``); cfg = pruned block widths
 * preresnet_cs.preresnet_slimmed   pre-activation bottleneck ResNet with channel_selection
 * adder_resnet20.adder_resnet20_pruned   AdderNet ResNet-20 (cmc AdderConv2d), slimmed BNs
+* densenet_cs.densenet_slimmed     DenseNet-40 (CIFAR) with channel_selection, slimmed BNs
+* resnet34_l1.resnet34_l1_pruned   ImageNet ResNet-34 (``resnet34(pretrained, **kwargs)`` taking cfg), L1-pruned
+
+The model classes take the repositories' arguments (``vgg(dataset, depth, cfg)``, ``resnet(depth, dataset,
+cfg)``, ``densenet(depth, ..., cfg)``, ``ResNet(depth, dataset, cfg)``, ``resnet34(**kwargs)``) so the pruned
+checkpoints load with ``--arch module:class``. ``repo_prune`` re-does the repositories' prune steps (global
+|γ| threshold, L1 filter selection, the rebuild from ``cfg``) for the tests.
 """

@@ -1,0 +1,175 @@
+"""--arch and --arch-args: build the user's model, with the arguments its checkpoint and the command line give.
+
+Pruned models cannot be built by a zero-argument call: the pruning repositories rebuild them as
+``vgg(cfg=checkpoint['cfg'])`` or ``resnet(depth=56, cfg=...)``. cmc calls ``--arch module:callable``
+with
+
+* entries of the checkpoint that the callable takes by name (``cfg`` above all; a callable with
+  ``**kwargs``, like ``resnet34(pretrained=False, **kwargs)``, gets ``cfg`` only), and
+* ``--arch-args``: ``depth=56,dataset=cifar10`` (values are Python literals read with
+  ``ast.literal_eval``; a bare word is a string) or a JSON / Python dict ``{"depth": 56}``. The command
+  line wins over the checkpoint.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import os
+import sys
+
+from torch import nn
+
+from .errors import CmcError
+
+#: Checkpoint entries passed to a callable that takes ``**kwargs`` (it names nothing else we could match).
+ARCH_KEYS_FOR_VAR_KWARGS = ("cfg",)
+
+
+def resolve_arch(spec: str):
+    """'pkg.mod:fn' -> the callable, importable from PYTHONPATH or the current directory."""
+    if ":" not in spec:
+        raise CmcError(f"--arch {spec!r} must look like 'module:callable' (e.g. samples.addernet_resnet20:resnet20)")
+    mod_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        raise CmcError(f"--arch: cannot import module {mod_name!r} ({e}); is it on PYTHONPATH?") from e
+    except Exception as e:  # the user's module failed while importing
+        raise CmcError(f"--arch: importing {mod_name!r} failed: {type(e).__name__}: {e}") from e
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CmcError(f"--arch: module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise CmcError(f"--arch: {spec!r} is not callable")
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# --arch-args
+# ----------------------------------------------------------------------------------------------
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets and quotes: 'cfg=[1,2],depth=5' -> ['cfg=[1,2]', 'depth=5']."""
+    parts, depth, quote, cur = [], 0, None, []
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0 and not quote:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _value(name: str, text: str):
+    text = text.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if text.isidentifier():     # dataset=cifar10: a bare word is a string
+            return text
+        raise CmcError(f"--arch-args: the value of {name!r} ({text!r}) is not a Python literal "
+                       "(numbers, strings, True/False/None, lists, tuples, dicts)") from None
+
+
+def parse_arch_args(text: str | None) -> dict:
+    """'depth=56,dataset=cifar10,cfg=[16,"M",32]' or '{"depth": 56}' -> dict."""
+    if text is None or not text.strip():
+        return {}
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            d = json.loads(text)
+        except ValueError:
+            try:
+                d = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise CmcError(f"--arch-args {text[:60]!r} is neither JSON nor a Python dict literal") from None
+        if not isinstance(d, dict) or not all(isinstance(k, str) and k.isidentifier() for k in d):
+            raise CmcError("--arch-args: a dict form must map argument names to values")
+        return d
+    out = {}
+    for part in _split_top_level(text):
+        name, eq, val = part.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise CmcError(f"--arch-args: {part.strip()!r} is not NAME=VALUE (e.g. depth=56,dataset=cifar10)")
+        if name in out:
+            raise CmcError(f"--arch-args: {name!r} given twice")
+        out[name] = _value(name, val)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# building
+# ----------------------------------------------------------------------------------------------
+def signature_of(fn) -> tuple[set[str], bool] | None:
+    """(names the callable takes by keyword, whether it takes **kwargs); None if not inspectable."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    names = {p.name for p in sig.parameters.values()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    return names, var_kw
+
+
+def choose_kwargs(fn, spec: str, from_checkpoint: dict, from_cli: dict) -> tuple[dict, set[str], list[str]]:
+    """(keyword arguments for ``fn``, the checkpoint entries used, notes)."""
+    sig = signature_of(fn)
+    names, var_kw = sig if sig is not None else (set(), True)
+    for k in from_cli:
+        if sig is not None and k not in names and not var_kw:
+            takes = ", ".join(sorted(names)) or "no keyword arguments"
+            raise CmcError(f"--arch-args: {spec} takes no argument {k!r} (it takes {takes})")
+    kwargs, used, notes = {}, set(), []
+    for k, v in from_checkpoint.items():
+        if k in names or (var_kw and k in ARCH_KEYS_FOR_VAR_KWARGS):
+            if k in from_cli:
+                notes.append(f"--arch-args {k}= overrides the checkpoint's {k!r}")
+                continue
+            kwargs[k] = v
+            used.add(k)
+    kwargs.update(from_cli)
+    return kwargs, used, notes
+
+
+def _call_text(spec: str, kwargs: dict) -> str:
+    args = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
+    return f"{spec}({args})"
+
+
+def _short(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def build_arch(spec: str, kwargs: dict | None = None, fn=None) -> nn.Module:
+    fn = fn if fn is not None else resolve_arch(spec)
+    kwargs = kwargs or {}
+    try:
+        model = fn(**kwargs)
+    except Exception as e:
+        raise CmcError(f"--arch: calling {_call_text(spec, kwargs)} failed: {type(e).__name__}: "
+                       f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from e
+    if not isinstance(model, nn.Module):
+        raise CmcError(f"--arch: {spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def describe_call(spec: str, kwargs: dict) -> str:
+    return _call_text(spec, kwargs)
