@@ -317,7 +317,8 @@ struct OpCase {
         }
         return {m, c / g, kh, kw};
     }
-    DataType weightType(DataType x) const { return binary ? DataType::kINT32 : x; }
+    // BinaryConv: packed int32. AdderConv: float32 whatever X is (FP16 = FP16 activations, float32 weights).
+    DataType weightType(DataType /*x*/) const { return binary ? DataType::kINT32 : DataType::kFLOAT; }
 };
 
 int64_t convOut(int64_t in, int64_t k, int64_t s, int64_t pb, int64_t pe, int64_t d) {
@@ -577,6 +578,11 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
                             DataType::kFLOAT};
         check(build->getOutputDataTypes(out, 1, badW, 4) != 0 && reportedSince(sink, before, c.inputNames[1]),
               "wrong weight type rejected");
+        if (!op.binary) {
+            DataType halfW[4] = {DataType::kHALF, DataType::kHALF, DataType::kFLOAT, DataType::kFLOAT};
+            check(build->getOutputDataTypes(out, 1, halfW, 4) != 0 && reportedSince(sink, before, c.inputNames[1]),
+                  "float16 W rejected (weights stay float32 with float16 X)");
+        }
         check(build->getOutputDataTypes(out, 1, in32, 3) != 0, "three inputs rejected");
     }
 
@@ -668,7 +674,8 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
     }
     gContext = base;
 
-    // Formats: linear only; X/Y float32 or float16 alike; scale/shift float32; W per contract.
+    // Formats: linear only; X/Y float32 or float16 alike; scale/shift float32; W per contract (AdderConv:
+    // float32 also with float16 X/Y; BinaryConv: int32).
     {
         std::vector<int64_t> const xd = {2, 64, 16, 16};
         auto const wd = op.weightDims(64, 8, g, kh, kw);
@@ -680,8 +687,7 @@ void testCreator(IPluginCreatorV3One* creator, OpCase const& op, Sink const& sin
                         DynamicPluginTensorDesc io[5] = {desc(xt, xd), desc(wt, wd), desc(st, {8}), desc(DataType::kFLOAT, {8}),
                                                          desc(yt, {2, 8, 8, 16})};
                         bool const xok = xt == DataType::kFLOAT || xt == DataType::kHALF;
-                        bool const wok = op.binary ? wt == DataType::kINT32
-                                                   : (wt == DataType::kFLOAT || wt == DataType::kHALF);
+                        bool const wok = wt == op.weightType(xt);
                         bool const sok = st == DataType::kFLOAT;
                         bool const yok = yt == xt;
                         check(build->supportsFormatCombination(0, io, 4, 1) == xok, "format pos 0");
