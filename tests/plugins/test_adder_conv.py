@@ -240,3 +240,27 @@ def test_bad_geometry_is_rejected():
     with pytest.raises(ValueError):
         adder_conv(torch.randn(1, 3, 4, 4), torch.randn(2, 2, 3, 3), torch.ones(2), torch.zeros(2),
                    [1, 1], [0, 0, 0, 0], [1, 1], 1, 0, 0.2)
+
+
+def test_half_model_exports_float32_adder_weights_and_runs_in_onnxruntime():
+    """model.half() on a cmc AdderNet (epilogue already fused) exports X/Y float16 with W, scale and shift
+    float32 initializers; onnxruntime runs the function body at FP16 activations within the tolerance."""
+    import onnx
+    import onnxruntime as ort
+
+    from cmc.exporter.onnx_export import export_onnx
+
+    x16, w, scale, shift, a = _case(*GRID[5], x_dtype=torch.float16)
+    layer = AdderConv2d(64, 64, 3, padding=1)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+        layer.scale.copy_(scale)
+        layer.shift.copy_(shift)
+    res = export_onnx(layer.eval().half(), x16)
+    inits = {i.name: i for i in res.model.graph.initializer}
+    node = next(n for n in res.model.graph.node if n.op_type == "AdderConv")
+    assert [inits[name].data_type for name in node.input[1:]] == [onnx.TensorProto.FLOAT] * 3
+    sess = ort.InferenceSession(res.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {res.input_names[0]: x16.numpy()})[0]
+    assert y.dtype == np.float16
+    assert _rel(y, _ref(x16, w, scale, shift, a)) <= CONTRACT.tol("float16")
