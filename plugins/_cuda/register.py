@@ -62,21 +62,6 @@ def _adder_kernel_dtypes(x, w) -> bool:
     return x.dtype in _KERNEL_DTYPES and w.dtype == torch.float32
 
 
-def adder_raw_sum(x, w, strides, pads, dilations, group):
-    """A = -sum |Xpad - W| in float32 from the forward kernel (X upcast first, so A is not rounded to
-    half), for the backward's scale gradient; None where the kernels do not apply (float64: the op
-    computes it in float64)."""
-    if not _adder_kernel_dtypes(x, w) or x.numel() == 0:
-        return None
-    ext = _ext_or_warn("cmc::adder_conv backward")
-    if ext is None:
-        return None
-    m = w.shape[0]
-    ones = torch.ones(m, device=x.device)
-    zeros = torch.zeros(m, device=x.device)
-    return ext.adder_forward(x.float(), w, ones, zeros, _ints(strides), _ints(pads), _ints(dilations), int(group), 0)
-
-
 def adder_backward(x, w, grad_acc, strides, pads, dilations, group, eta, need_x, need_w):
     """(gradX, gradW) of AdderConv's raw sum from the CUDA backward kernels (float32 arithmetic; gradW
     already carries the adaptive eta scale), in x's / w's dtypes; None when the extension is
