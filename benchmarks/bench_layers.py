@@ -15,6 +15,13 @@ from the same GPU run; null without one).
 JSON: device description + one record per (layer, implementation, dtype) with median/min ms, or an
 error (the unfold formulation runs out of memory on large layers). GPU only; --smoke runs tiny shapes
 on the CPU to check the code paths (its times mean nothing).
+
+AdderConv records also carry ``taps`` (N*M*Ho*Wo*C/g*kh*kw, one |x - w| each), ``taps_per_s_T`` and, for
+the forward, ``roofline_fraction``: the rate over the roofline probe's ``adder_f32`` rate measured on the
+same GPU in the same run (benchmarks/_common.read_roofline; None without a probe file). Both AdderConv
+forwards compute in float32 — "fp16" is FP16 I/O (half X/Y, float32 W and arithmetic), so the same
+roofline applies. ``adder_summary`` lists per layer: FP32 and FP16-I/O times, taps/s and roofline
+fractions, FP16-I/O speed-up, and the backward kernels against cuDNN's input + weight gradients.
 """
 from __future__ import annotations
 
@@ -67,6 +74,57 @@ def unfold_adder(x, w, stride, pad):
     return adder2d_function(x, w, stride, pad)
 
 
+def adder_taps(n, c, h, w, m, k, stride, pad, groups=1) -> int:
+    """|x - w| evaluations of one AdderConv forward."""
+    ho = (h + 2 * pad - k) // stride + 1
+    wo = (w + 2 * pad - k) // stride + 1
+    return n * m * ho * wo * (c // groups) * k * k
+
+
+ADDER_FWD = ("cmc_adder_kernel", "cmc_adder_op_cpu")
+ADDER_BWD = ("cmc_adder_backward_kernels",)
+
+
+def add_adder_rates(rec: dict, roofline) -> dict:
+    """taps, taps_per_s_T and (forward) the fraction of the adder_f32 roofline, for AdderConv records."""
+    if rec["impl"] not in ADDER_FWD + ADDER_BWD or "ms_median" not in rec:
+        return rec
+    taps = adder_taps(rec["n"], rec["c"], rec["h"], rec["w"], rec["m"], rec["k"], rec["stride"], rec["pad"])
+    rate = taps / (rec["ms_median"] * 1e-3) / 1e12
+    rec.update(taps=taps, taps_per_s_T=float(f"{rate:.4g}"))
+    if rec["impl"] in ADDER_FWD:
+        # FP32 and FP16-I/O both run float32 arithmetic: one roofline (adder_f32) for both.
+        rec["roofline_fraction"] = roofline_fraction(rate, roofline, "adder_f32")
+    return rec
+
+
+def adder_summary(records: list[dict]) -> list[dict]:
+    """Per layer: the figures the AdderConv acceptance asks for, side by side."""
+    by = {}
+    for r in records:
+        by.setdefault(r["layer"], {})[(r["impl"], r["dtype"])] = r
+    out = []
+    for layer, rs in by.items():
+        fwd32 = rs.get(("cmc_adder_kernel", "fp32")) or rs.get(("cmc_adder_op_cpu", "fp32"))
+        fwd16 = rs.get(("cmc_adder_kernel", "fp16")) or rs.get(("cmc_adder_op_cpu", "fp16"))
+        bwd = rs.get(("cmc_adder_backward_kernels", "fp32"))
+        cudnn_bwd = rs.get(("conv_backward_input_weight", "fp32"))
+        ms = lambda r: r.get("ms_median") if r else None  # noqa: E731
+        row = {"layer": layer,
+               "fwd_fp32_ms": ms(fwd32), "fwd_fp32_taps_per_s_T": (fwd32 or {}).get("taps_per_s_T"),
+               "fwd_fp32_roofline_fraction": (fwd32 or {}).get("roofline_fraction"),
+               "fwd_fp16io_ms": ms(fwd16), "fwd_fp16io_taps_per_s_T": (fwd16 or {}).get("taps_per_s_T"),
+               "fwd_fp16io_roofline_fraction": (fwd16 or {}).get("roofline_fraction"),
+               "bwd_ms": ms(bwd), "cudnn_bwd_input_weight_ms": ms(cudnn_bwd)}
+        if row["fwd_fp32_ms"] and row["fwd_fp16io_ms"]:
+            row["fp16io_speedup_vs_fp32"] = round(row["fwd_fp32_ms"] / row["fwd_fp16io_ms"], 3)
+        if row["bwd_ms"] and row["cudnn_bwd_input_weight_ms"]:
+            row["bwd_time_vs_cudnn"] = round(row["bwd_ms"] / row["cudnn_bwd_input_weight_ms"], 3)
+        if any(v is not None for k, v in row.items() if k != "layer"):
+            out.append(row)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="resnet20,resnet18,resnet50,bnn")
@@ -90,9 +148,9 @@ def main(argv=None):
             sys.exit(f"cmc CUDA extension unavailable: {loader.unavailable_reason()}")
     from cmc.plugins.binary_conv.op import pack_weights
 
+    roofline = read_roofline()
     layers = SMOKE if args.smoke else [l for s in args.suite.split(",") for l in SUITES[s]]
     workhorse = {l[0] for l in SUITES["bnn"]}
-    roof = read_roofline()
     records = []
     for name, n, c, h, w, m, k, s, p in layers:
         shape = dict(n=n, c=c, h=h, w=w, m=m, k=k, stride=s, pad=p)
@@ -123,9 +181,15 @@ def main(argv=None):
                     runs.append(("cmc_adder_backward_kernels", dt_name,
                                  lambda x=x, wt=wt, gy=gy: ext.adder_backward(x, wt, gy, st, pads, dil, 1, 0.2,
                                                                               True, True)))
-            if ext is not None:
+            if ext is not None:  # AdderConv weights are float32 at both I/O precisions (FP16 = FP16 I/O)
                 runs.append(("cmc_adder_kernel", dt_name,
-                             lambda x=x, wt=wt: ext.adder_forward(x, wt, ones, zeros, st, pads, dil, 1, 0)))
+                             lambda x=x: ext.adder_forward(x, w32, ones, zeros, st, pads, dil, 1, 0)))
+            elif args.smoke:  # the op's CPU implementation, to check the taps/s code path
+                from cmc.plugins.adder_conv.op import adder_conv
+
+                runs.append(("cmc_adder_op_cpu", dt_name,
+                             lambda x=x: adder_conv(x, w32, ones, zeros, st, pads, dil, 1, 0, 0.2)))
+            if ext is not None:
                 runs.append(("cmc_binary_kernel", dt_name,
                              lambda x=x: ext.binary_forward(x, wp, ones, zeros, st, pads, dil, 1, 1, 0)))
                 runs.append(("cmc_binary_kernel_float_input", dt_name,
@@ -146,11 +210,14 @@ def main(argv=None):
                 r = guarded(fn, device, iters=args.iters)
             if impl.startswith("cmc_binary") and "ms_median" in r:
                 rate = binary_macs / (r["ms_median"] * 1e-3) / 1e12
-                r.update(binary_mac_t_per_s=round(rate, 3), fraction_of_mma_b1=roofline_fraction(rate, roof, "mma_b1"))
-            records.append(dict(layer=name, **shape, impl=impl, dtype=dt_name, **r))
-            print(f"{name:28s} {impl:30s} {dt_name}  {r.get('ms_median', r.get('error'))}", file=sys.stderr)
-    write_json({"benchmark": "layers", **device_info(device), "tf32": False, "roofline_t_per_s": roof,
-                "records": records}, args.out)
+                r.update(binary_mac_t_per_s=round(rate, 3), fraction_of_mma_b1=roofline_fraction(rate, roofline, "mma_b1"))
+            rec = add_adder_rates(dict(layer=name, **shape, impl=impl, dtype=dt_name, **r), roofline)
+            records.append(rec)
+            extra = f"  {rec['taps_per_s_T']} Ttaps/s" if "taps_per_s_T" in rec else ""
+            extra += f"  roofline {rec['roofline_fraction']}" if rec.get("roofline_fraction") is not None else ""
+            print(f"{name:28s} {impl:30s} {dt_name}  {r.get('ms_median', r.get('error'))}{extra}", file=sys.stderr)
+    write_json({"benchmark": "layers", **device_info(device), "tf32": False, "roofline_T_per_s": roofline,
+                "records": records, "adder_summary": adder_summary(records)}, args.out)
 
 
 if __name__ == "__main__":

@@ -103,8 +103,10 @@ at::Tensor adderForward(const at::Tensor& xIn, const at::Tensor& wIn, const at::
     checkCuda(wIn, "W", xIn);
     const cmc::DType dt = dtypeOf(xIn);
     TORCH_CHECK(wIn.dim() == 4, "W must be [M, C/group, kh, kw]");
+    // The contract's precision rule: float32 W with float32 and float16 X alike (never rounded to half).
+    TORCH_CHECK(wIn.scalar_type() == at::kFloat, "AdderConv: W must be float32, got ", wIn.scalar_type());
     const at::Tensor x = xIn.contiguous();
-    const at::Tensor w = wIn.to(x.scalar_type()).contiguous();
+    const at::Tensor w = wIn.contiguous();
     const cmc::ConvGeometry g = geometry(x, w.size(0), w.size(2), w.size(3), strides, pads, dilations, group);
     TORCH_CHECK(w.size(1) == g.cPerGroup(), "W has ", w.size(1), " input channels per group, X/group ", g.cPerGroup());
     const at::Tensor scale = epilogueVec(scaleIn, g.m, "scale", x), shift = epilogueVec(shiftIn, g.m, "shift", x);
@@ -113,13 +115,16 @@ at::Tensor adderForward(const at::Tensor& xIn, const at::Tensor& wIn, const at::
     cmc::Epilogue ep{scale.data_ptr<float>(), shift.data_ptr<float>(), activation == 1};
     const size_t wsBytes = cmc::adderConvForwardWorkspaceSize(g, dt);
     at::Tensor ws = at::empty({static_cast<int64_t>(wsBytes > 0 ? wsBytes : 1)}, x.options().dtype(at::kByte));
-    checkStatus(cmc::adderConvForward(g, dt, x.data_ptr(), w.data_ptr(), ep, y.data_ptr(), ws.data_ptr(), wsBytes,
+    checkStatus(cmc::adderConvForward(g, dt, x.data_ptr(), w.data_ptr<float>(), ep, y.data_ptr(), ws.data_ptr(), wsBytes,
                                       c10::cuda::getCurrentCUDAStream().stream()),
                 "cmc::adderConvForward");
     return y;
 }
 
-// Returns [gradX or undefined, gradW or undefined] in float32.
+// Returns [gradX or undefined, gradW or undefined] in float32. The kernels compute in float32: X may be
+// float32 or float16 (widened exactly), W and gradA must be float32. float64 is refused, not narrowed:
+// silently narrowing it is how float64 training on CUDA once lost precision (the op keeps float64 in
+// its own float64 code).
 std::vector<at::Tensor> adderBackward(const at::Tensor& xIn, const at::Tensor& wIn, const at::Tensor& gradAIn,
                                       std::vector<int64_t> strides, std::vector<int64_t> pads,
                                       std::vector<int64_t> dilations, int64_t group, double eta, bool needX,
@@ -127,6 +132,10 @@ std::vector<at::Tensor> adderBackward(const at::Tensor& xIn, const at::Tensor& w
     checkCuda(xIn, "X", xIn);
     checkCuda(wIn, "W", xIn);
     checkCuda(gradAIn, "gradA", xIn);
+    dtypeOf(xIn);  // float32 or float16
+    TORCH_CHECK(wIn.scalar_type() == at::kFloat && gradAIn.scalar_type() == at::kFloat,
+                "AdderConv backward kernels take float32 W and gradA, got ", wIn.scalar_type(), " and ",
+                gradAIn.scalar_type());
     const at::Tensor x = xIn.to(at::kFloat).contiguous();
     const at::Tensor w = wIn.to(at::kFloat).contiguous();
     const at::Tensor gradA = gradAIn.to(at::kFloat).contiguous();
@@ -359,7 +368,7 @@ at::Tensor binaryPackWeights(const at::Tensor& wIn) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
     mod.doc() = "cmc CUDA kernels (AdderConv, BinaryConv) from trt_plugins/, for CUDA tensors";
-    mod.def("adder_forward", &adderForward, "AdderConv forward with the fused epilogue");
+    mod.def("adder_forward", &adderForward, "AdderConv forward with the fused epilogue (float32/float16 X, float32 W)");
     mod.def("adder_backward", &adderBackward, "AdderConv backward of the raw sum: [gradX, gradW] (float32)");
     mod.def("binary_forward", &binaryForward, "BinaryConv forward with the fused epilogue");
     mod.def("binary_pack_weights", &binaryPackWeights, "pack float weights into the contract's int32 layout");

@@ -3,8 +3,9 @@
 The op modules call ``register_adder_conv`` / ``register_binary_conv`` / ``register_binary_conv_train``
 once at import; that only registers Python wrappers (cheap). The extension is built on the first
 call with a CUDA tensor. When it cannot be had (``loader.unavailable_reason()``), or for a dtype the
-kernels do not take (anything but float32/float16), the wrapper runs the op's own implementation, so
-results never depend on whether the extension exists; a warning says so once per reason.
+kernels do not take (anything but float32/float16; AdderConv: float32 W), the wrapper runs the op's own
+implementation, so results never depend on whether the extension exists; a warning says so once per
+reason. float64 in particular never reaches the kernels: it is computed in float64 by the op itself.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def register_adder_conv(op) -> None:
 
     @op.register_kernel("cuda")
     def _adder_conv_cuda(x, w, scale, shift, strides, pads, dilations, group, activation, eta):
-        if x.dtype not in _KERNEL_DTYPES or x.numel() == 0:
+        if not _adder_kernel_dtypes(x, w) or x.numel() == 0:  # float64 (exact), bfloat16, bad W: the op itself
             return init(x, w, scale, shift, strides, pads, dilations, group, activation, eta)
         ext = _ext_or_warn("cmc::adder_conv")
         if ext is None:
@@ -56,10 +57,16 @@ def register_adder_conv(op) -> None:
                                  int(activation))
 
 
+def _adder_kernel_dtypes(x, w) -> bool:
+    """The kernels' precision rule: float32 or float16 X, float32 W, float32 arithmetic."""
+    return x.dtype in _KERNEL_DTYPES and w.dtype == torch.float32
+
+
 def adder_backward(x, w, grad_acc, strides, pads, dilations, group, eta, need_x, need_w):
-    """(gradX, gradW) of AdderConv's raw sum from the CUDA backward kernels (gradW already carries
-    the adaptive eta scale), in x's / w's dtypes; None when the extension is unavailable."""
-    if not (need_x or need_w) or x.numel() == 0:
+    """(gradX, gradW) of AdderConv's raw sum from the CUDA backward kernels (float32 arithmetic; gradW
+    already carries the adaptive eta scale), in x's / w's dtypes; None when the extension is
+    unavailable or the dtypes are not the kernels' (float64 stays float64 in the op's own code)."""
+    if not (need_x or need_w) or x.numel() == 0 or not _adder_kernel_dtypes(x, w):
         return None
     ext = _ext_or_warn("cmc::adder_conv backward")
     if ext is None:

@@ -3,6 +3,9 @@
 im2col is a convolution of each input channel with a one-hot [K, 1, kh, kw] kernel: ONNX Conv's own
 zero padding then makes a padded tap read 0, so it adds |0 - w| = |w| exactly as the contract says.
 The body materialises the |X - W| tensor; it is the portable fallback, not the fast path.
+
+Precision (the contract's rule): X of any float type (float16 for FP16 activations) is cast to float32
+exactly, W is float32, the sum and the epilogue are float32, and only Y is cast back to X's type.
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ F32 = onnx.TensorProto.FLOAT
 
 def build(extra_attributes=()) -> onnx.FunctionProto:
     b = Body("adder")
-    x = b.op("Cast", ["X"], to=F32)
-    w = b.op("Cast", ["W"], to=F32)
+    x = b.op("Cast", ["X"], to=F32)  # fp16 activations: exact; all arithmetic below is float32
+    w = b.op("Cast", ["W"], to=F32)  # W is float32 by the contract (a no-op then)
     ks = b.attr_ints("kernel_shape")
     k = b.op("ReduceProd", [ks], keepdims=1)
     one = b.const_ints([1])

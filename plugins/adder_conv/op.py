@@ -11,6 +11,13 @@ The CPU kernel never builds the N x M x (C kh kw) x L difference tensor of the r
 forward is an L1 distance (``torch.cdist(p=1)``) between im2col patches and filters, the weight
 grad is a matmul identity, the input grad loops over filters, and everything runs in batch chunks
 whose im2col stays under a fixed memory budget.
+
+Precision rule (the contract's): W, scale and shift are float32 whatever X is. float32, float16 and
+bfloat16 X are computed in float32 — |x - w|, the sum, the epilogue, and in training every gradient
+(the pre-epilogue sum the scale gradient needs is recomputed in float32, never rounded to X's type) —
+and only Y (and gradX) are rounded to X's type: FP16 means FP16 activations. float64 X (with float32 or
+float64 W) is computed in float64 throughout, forward and backward, on CPU and CUDA alike (the CUDA
+kernels take float32/float16 only, so float64 CUDA tensors run the implementation here, exactly).
 """
 from __future__ import annotations
 
@@ -66,9 +73,20 @@ def _adder_sum(x, w, strides, pads, dilations, group):
     return out.neg_().reshape(n, m, ho, wo)
 
 
+def compute_dtype(x_dtype: torch.dtype) -> torch.dtype:
+    """What an X of this dtype is computed in: float64 for float64, float32 for everything else."""
+    return torch.float64 if x_dtype == torch.float64 else torch.float32
+
+
 def _check(x, w, scale, shift, strides, pads, dilations, group, activation):
     attrs = CONTRACT.normalize(dict(kernel_shape=list(w.shape[2:]), strides=strides, pads=pads,
                                     dilations=dilations, group=group, activation=activation))
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"AdderConv: X must be a float tensor, got {x.dtype}")
+    if not (w.dtype == torch.float32 or (w.dtype == torch.float64 and x.dtype == torch.float64)):
+        raise ValueError(f"AdderConv: W must be float32 (float64 only with float64 X), got {w.dtype} with X {x.dtype}; "
+                         "the weights stay float32 at any activation precision (trained AdderNet weights reach "
+                         "|w| ~ 60, where float16 is off by up to 0.016 per tap)")
     if x.dim() != 4 or w.dim() != 4:
         raise ValueError(f"AdderConv needs 4-D X and W, got {tuple(x.shape)} and {tuple(w.shape)}")
     if x.shape[1] != w.shape[1] * group or w.shape[0] % group:
@@ -83,12 +101,9 @@ def adder_conv(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, shift: tor
                strides: list[int], pads: list[int], dilations: list[int], group: int,
                activation: int, eta: float) -> torch.Tensor:
     _check(x, w, scale, shift, strides, pads, dilations, group, activation)
-    if x.dtype in (torch.float16, torch.bfloat16):
-        # The CPU path accumulates in float32 (as the contract's fp16 tolerance assumes) and rounds once.
-        acc = _adder_sum(x.float(), w.float(), strides, pads, dilations, group)
-        return apply_epilogue(acc, scale, shift, activation).to(x.dtype)
-    acc = _adder_sum(x, w.to(x.dtype), strides, pads, dilations, group)
-    return apply_epilogue(acc, scale, shift, activation)
+    cd = compute_dtype(x.dtype)  # half X: float32 arithmetic, Y rounded once at the end
+    acc = _adder_sum(x.to(cd), w.to(cd), strides, pads, dilations, group)
+    return apply_epilogue(acc, scale, shift, activation).to(x.dtype)
 
 
 @adder_conv.register_fake
@@ -110,7 +125,7 @@ def adder_grads(x, w, grad_acc, strides, pads, dilations, group, eta, need_x=Tru
     n, m = x.shape[0], w.shape[0]
     mg = m // group
     gx = torch.zeros_like(x) if need_x else None
-    gw = torch.zeros(m, w[0].numel(), dtype=x.dtype) if need_w else None
+    gw = torch.zeros(m, w[0].numel(), dtype=x.dtype, device=x.device) if need_w else None
     g_all = grad_acc.reshape(n, m, -1)
     for b in _batch_chunks(x, w.shape, strides, pads, dilations):
         xp_shape, cols = _unfold(x[b], w.shape, strides, pads, dilations)
@@ -137,23 +152,40 @@ def adder_grads(x, w, grad_acc, strides, pads, dilations, group, eta, need_x=Tru
     return gx, gw
 
 
+def _raw_sum(x, w, strides, pads, dilations, group):
+    """A = -sum |Xpad - W| in compute_dtype(X) (never rounded to half), through the op itself with an
+    identity epilogue (exact: 1 * A + 0), so CUDA tensors use the forward kernel and tracing sees the op."""
+    cd = compute_dtype(x.dtype)
+    m = w.shape[0]
+    ones = torch.ones(m, dtype=cd, device=x.device)
+    zeros = torch.zeros(m, dtype=cd, device=x.device)
+    return adder_conv(x.to(cd), w.to(cd) if cd == torch.float64 else w, ones, zeros, strides, pads, dilations, group,
+                      0, 0.0)
+
+
 def _backward(ctx, grad_y):
+    # Precision rule of the backward: everything in compute_dtype(X) — float32 for float32/float16 X
+    # (the CUDA kernels, or the code below), float64 for float64 X (the code below, on CPU or CUDA);
+    # only gradX is rounded back to X's dtype, gradW to W's.
     x, w, scale, shift, y = ctx.saved_tensors
     strides, pads, dilations, group, activation, eta = ctx.conf
     need_x, need_w, need_scale, need_shift = ctx.needs_input_grad[:4]
-    acc = None
-    if need_scale:
-        # Recompute rather than store the pre-epilogue sum for every training step.
-        acc = _adder_sum(x, w.to(x.dtype), strides, pads, dilations, group)
-    grad_acc, grad_scale, grad_shift = epilogue_backward(grad_y, y, acc, scale, activation, need_scale, need_shift)
-    # [cmc CUDA hook] CUDA tensors: the trt_plugins backward kernels (None -> the code below).
-    cuda = _cuda_kernels.adder_backward(x, w, grad_acc, strides, pads, dilations, group, eta, need_x, need_w) \
-        if x.is_cuda and _cuda_kernels is not None else None
-    if cuda is not None:
-        gx, gw = cuda
-        return gx, gw, grad_scale, grad_shift, None, None, None, None, None, None
-    gx, gw = adder_grads(x, w.to(x.dtype), grad_acc, strides, pads, dilations, group, eta, need_x, need_w)
-    gw = gw.to(w.dtype) if gw is not None else None
+    cd = compute_dtype(x.dtype)
+    # The scale gradient needs the pre-epilogue sum: recomputed (not stored for every training step).
+    acc = _raw_sum(x, w, strides, pads, dilations, group) if need_scale else None
+    grad_acc, grad_scale, grad_shift = epilogue_backward(grad_y.to(cd), y, acc, scale, activation, need_scale,
+                                                         need_shift)
+    gx = gw = None
+    if need_x or need_w:
+        # [cmc CUDA hook] float32/float16 CUDA tensors: the trt_plugins backward kernels (None -> below).
+        cuda = _cuda_kernels.adder_backward(x, w, grad_acc, strides, pads, dilations, group, eta, need_x, need_w) \
+            if x.is_cuda and _cuda_kernels is not None else None
+        if cuda is not None:
+            gx, gw = cuda
+        else:
+            gx, gw = adder_grads(x.to(cd), w.to(cd), grad_acc, strides, pads, dilations, group, eta, need_x, need_w)
+            gx = gx.to(x.dtype) if gx is not None else None
+            gw = gw.to(w.dtype) if gw is not None else None
     return gx, gw, grad_scale, grad_shift, None, None, None, None, None, None
 
 

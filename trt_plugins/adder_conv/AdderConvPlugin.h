@@ -24,7 +24,7 @@ public:
 
 protected:
     ConvPluginBase* cloneImpl() const override { return new AdderConvPlugin(*this); }
-    // W may be float32 or float16 whatever X is: a mismatching W is converted in the workspace.
+    // W is float32 whatever X is (FP16 = FP16 activations; the kernels compute in float32).
     bool weightTypeSupported(nvinfer1::DataType w, nvinfer1::DataType x) const noexcept override;
     void expectedWeightDims(int64_t c, int64_t m, int64_t out[4]) const override;
     char const* weightLayout() const noexcept override { return "[M, C/group, kh, kw]"; }

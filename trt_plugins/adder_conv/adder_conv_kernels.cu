@@ -1,4 +1,5 @@
-// AdderConv CUDA kernels: forward (FP32 / FP16 I/O, float32 accumulation, fused epilogue) and the
+// AdderConv CUDA kernels: forward (FP32 or FP16 X/Y with float32 W; float32 |x - w|, sum and fused
+// epilogue whatever the I/O type — the contract's precision rule) and the
 // AdderNet training backward (full-precision weight gradient with the adaptive scale, HardTanh
 // input gradient). None of them builds the N x M x (C kh kw) x L difference tensor of the research
 // code's unfold formulation, nor an im2col buffer.
@@ -329,7 +330,7 @@ void launchGradX(const ConvParams& p, const float* x, const float* w, const floa
 }  // namespace
 }  // namespace detail
 
-Status adderConvForward(const ConvGeometry& g, DType dtype, const void* x, const void* w, const Epilogue& ep,
+Status adderConvForward(const ConvGeometry& g, DType dtype, const void* x, const float* w, const Epilogue& ep,
                         void* y, void* workspace, size_t workspaceSize, cudaStream_t stream) {
     (void)workspace;
     (void)workspaceSize;
@@ -338,11 +339,11 @@ Status adderConvForward(const ConvGeometry& g, DType dtype, const void* x, const
     if (!x || !w || !y || !ep.scale || !ep.shift) return Status::kInvalidArgument;
     const detail::ConvParams p = detail::makeParams(g);
     if (dtype == DType::kFloat32)
-        return detail::launchFloatConv<detail::FloatOp::kAdder, float>(
-            p, static_cast<const float*>(x), static_cast<const float*>(w), ep, static_cast<float*>(y), stream);
-    if (dtype == DType::kFloat16)
-        return detail::launchFloatConv<detail::FloatOp::kAdder, __half>(
-            p, static_cast<const __half*>(x), static_cast<const __half*>(w), ep, static_cast<__half*>(y), stream);
+        return detail::launchFloatConv<detail::FloatOp::kAdder, float, float>(
+            p, static_cast<const float*>(x), w, ep, static_cast<float*>(y), stream);
+    if (dtype == DType::kFloat16)  // FP16 activations, float32 weights and arithmetic
+        return detail::launchFloatConv<detail::FloatOp::kAdder, __half, float>(
+            p, static_cast<const __half*>(x), w, ep, static_cast<__half*>(y), stream);
     return Status::kUnsupported;
 }
 

@@ -9,9 +9,14 @@
 // Tiling: a 256-thread block computes BM output channels x BN = 4096 / BM output pixels (pixels run
 // over n, i, j together), 4 x 4 per thread, stepping through k in tiles of 16 held in shared memory;
 // the next tile's global loads are issued before the current tile is consumed (register prefetch).
-// No im2col buffer is ever built. FP16 AdderConv keeps the tiles in half and evaluates |x - w| two
-// pixels at a time with HSUB2 (+ |.| modifier), accumulating in half2 over 8 taps at most before
-// flushing into the float32 accumulators, so the sum itself is float32.
+// No im2col buffer is ever built.
+//
+// Precision: X and Y are in T (float or __half), the weights in TW (AdderConv: always float; the
+// BinaryConv float-input path: its expanded +-1 matrix in T). Every element is converted to float as it
+// is loaded (exact), so the tiles, |x - w| / x * w, the K-long sum and the epilogue are float32 whatever
+// T is, and Y is rounded to T once. For AdderConv this is the contract's FP16 rule: half partial sums or
+// half weights cost up to ~20% of max|y| on trained AdderNets (raw sums in the tens of thousands, a
+// folded BatchNorm subtracting a mean of hundreds of standard deviations).
 #pragma once
 
 #include "cmc_cuda_common.cuh"
@@ -24,34 +29,9 @@ enum class FloatOp { kAdder, kMul };
 constexpr int kConvThreads = 256;
 constexpr int kConvBK = 16;
 
-template <FloatOp OP, typename T>
-struct SmemOf {
-    using type = float;
-};
-template <>
-struct SmemOf<FloatOp::kAdder, __half> {
-    using type = __half;
-};
-
-template <typename S, typename T>
-__device__ __forceinline__ S convertTo(T v);
-template <>
-__device__ __forceinline__ float convertTo<float, float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float convertTo<float, __half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ __half convertTo<__half, __half>(__half v) { return v; }
-
-template <typename S>
-__device__ __forceinline__ S zeroOf();
-template <>
-__device__ __forceinline__ float zeroOf<float>() { return 0.0f; }
-template <>
-__device__ __forceinline__ __half zeroOf<__half>() { return __float2half_rn(0.0f); }
-
-template <int BM, FloatOp OP, typename T>
+template <int BM, FloatOp OP, typename T, typename TW>
 __global__ void __launch_bounds__(kConvThreads)
-floatConvKernel(ConvParams p, const T* __restrict__ x, const T* __restrict__ wm,
+floatConvKernel(ConvParams p, const T* __restrict__ x, const TW* __restrict__ wm,
                 const float* __restrict__ scale, const float* __restrict__ shift, bool relu,
                 T* __restrict__ y) {
     constexpr int BN = 4096 / BM;
@@ -63,10 +43,9 @@ floatConvKernel(ConvParams p, const T* __restrict__ x, const T* __restrict__ wm,
     constexpr int XR = BK * BN / kConvThreads;  // X elements loaded per thread and tile
     constexpr int WR = BK * BM / kConvThreads;  // W elements loaded per thread and tile
     static_assert(XR >= 1 && WR >= 1 && BK % WR == 0, "loader shape");
-    using S = typename SmemOf<OP, T>::type;
 
-    __shared__ __align__(16) S xs[BK][BN];
-    __shared__ __align__(16) S ws[BK][BM];
+    __shared__ __align__(16) float xs[BK][BN];
+    __shared__ __align__(16) float ws[BK][BM];
 
     const int tid = threadIdx.x;
     const int grp = blockIdx.z;
@@ -97,21 +76,21 @@ floatConvKernel(ConvParams p, const T* __restrict__ x, const T* __restrict__ wm,
     const int wlM = (tid * WR) / BK;
     const int wlK = (tid * WR) % BK;
     const bool mOk = m0 + wlM < p.mg;
-    const T* wg = wm + static_cast<int64_t>(grp * p.mg + (mOk ? m0 + wlM : 0)) * p.kRed;
+    const TW* wg = wm + static_cast<int64_t>(grp * p.mg + (mOk ? m0 + wlM : 0)) * p.kRed;
 
-    S xr[XR];
-    S wr[WR];
+    float xr[XR];
+    float wr[WR];
     auto loadTile = [&](int k0, math::Radix3 c) {
 #pragma unroll
         for (int r = 0; r < XR; ++r) {
             const int k = k0 + xlK + r;
-            S v = zeroOf<S>();
+            float v = 0.0f;
             if (pixOk && k < p.kRed) {
                 const int ih = ih0 + c.d1 * p.dh;
                 const int iw = iw0 + c.d2 * p.dw;
                 if (static_cast<unsigned>(ih) < static_cast<unsigned>(p.h) &&
                     static_cast<unsigned>(iw) < static_cast<unsigned>(p.w))
-                    v = convertTo<S>(xg[c.d0 * p.hw + ih * p.w + iw]);
+                    v = toFloat(xg[c.d0 * p.hw + ih * p.w + iw]);
             }
             xr[r] = v;
             math::radix3Inc(c, p.kh, p.kw);
@@ -119,7 +98,7 @@ floatConvKernel(ConvParams p, const T* __restrict__ x, const T* __restrict__ wm,
 #pragma unroll
         for (int r = 0; r < WR; ++r) {
             const int k = k0 + wlK + r;
-            wr[r] = (mOk && k < p.kRed) ? convertTo<S>(wg[k]) : zeroOf<S>();
+            wr[r] = (mOk && k < p.kRed) ? toFloat(wg[k]) : 0.0f;
         }
     };
 
@@ -142,59 +121,26 @@ floatConvKernel(ConvParams p, const T* __restrict__ x, const T* __restrict__ wm,
             math::radix3Add(cursor, tileStep, p.kh, p.kw);
             loadTile(k0 + BK, cursor);
         }
-        if constexpr (sizeof(S) == 4) {
 #pragma unroll
-            for (int kk = 0; kk < BK; ++kk) {
-                float a[4], b[4];
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[4], b[4];
 #pragma unroll
-                for (int i = 0; i < 4; ++i) a[i] = ws[kk][ty + TYM * i];
+            for (int i = 0; i < 4; ++i) a[i] = ws[kk][ty + TYM * i];
 #pragma unroll
-                for (int jj = 0; jj < 2; ++jj) {
-                    const float2 v = *reinterpret_cast<const float2*>(&xs[kk][2 * tx + (BN / 2) * jj]);
-                    b[2 * jj] = v.x;
-                    b[2 * jj + 1] = v.y;
-                }
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-#pragma unroll
-                    for (int j = 0; j < 4; ++j) {
-                        if constexpr (OP == FloatOp::kAdder)
-                            acc[i][j] -= fabsf(b[j] - a[i]);  // FADD + FADD with a -|.| operand
-                        else
-                            acc[i][j] = fmaf(b[j], a[i], acc[i][j]);
-                    }
+            for (int jj = 0; jj < 2; ++jj) {
+                const float2 v = *reinterpret_cast<const float2*>(&xs[kk][2 * tx + (BN / 2) * jj]);
+                b[2 * jj] = v.x;
+                b[2 * jj + 1] = v.y;
             }
-        } else {
-            // FP16 AdderConv: two pixels per HSUB2; half2 partial sums of at most 8 taps.
 #pragma unroll
-            for (int half = 0; half < BK / 8; ++half) {
-                __half2 hacc[4][2];
+            for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int i = 0; i < 4; ++i) hacc[i][0] = hacc[i][1] = __float2half2_rn(0.0f);
-#pragma unroll
-                for (int k8 = 0; k8 < 8; ++k8) {
-                    const int kk = half * 8 + k8;
-                    __half2 a2[4], b2[2];
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) a2[i] = __half2half2(ws[kk][ty + TYM * i]);
-#pragma unroll
-                    for (int jj = 0; jj < 2; ++jj)
-                        b2[jj] = *reinterpret_cast<const __half2*>(&xs[kk][2 * tx + (BN / 2) * jj]);
-#pragma unroll
-                    for (int i = 0; i < 4; ++i)
-#pragma unroll
-                        for (int jj = 0; jj < 2; ++jj)
-                            hacc[i][jj] = __hsub2(hacc[i][jj], __habs2(__hsub2(b2[jj], a2[i])));
+                for (int j = 0; j < 4; ++j) {
+                    if constexpr (OP == FloatOp::kAdder)
+                        acc[i][j] -= fabsf(b[j] - a[i]);  // FADD + FADD with a -|.| operand
+                    else
+                        acc[i][j] = fmaf(b[j], a[i], acc[i][j]);
                 }
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-#pragma unroll
-                    for (int jj = 0; jj < 2; ++jj) {
-                        const float2 f = __half22float2(hacc[i][jj]);
-                        acc[i][2 * jj] += f.x;
-                        acc[i][2 * jj + 1] += f.y;
-                    }
-            }
         }
         __syncthreads();
     }
@@ -223,8 +169,8 @@ floatConvKernel(ConvParams p, const T* __restrict__ x, const T* __restrict__ wm,
 // Channel tile for a group of `mg` output channels (BN = 4096 / BM pixels).
 inline int chooseTileM(int mg) { return mg <= 16 ? 16 : (mg <= 32 ? 32 : 64); }
 
-template <FloatOp OP, typename T>
-Status launchFloatConv(const ConvParams& p, const T* x, const T* wm, const Epilogue& ep, T* y,
+template <FloatOp OP, typename T, typename TW>
+Status launchFloatConv(const ConvParams& p, const T* x, const TW* wm, const Epilogue& ep, T* y,
                        cudaStream_t stream) {
     const int bm = chooseTileM(p.mg);
     const int bn = 4096 / bm;
@@ -232,9 +178,9 @@ Status launchFloatConv(const ConvParams& p, const T* x, const T* wm, const Epilo
     if (grid.y > 65535u || grid.z > 65535u) return Status::kUnsupported;
     const dim3 block(kConvThreads);
     switch (bm) {
-        case 16: floatConvKernel<16, OP, T><<<grid, block, 0, stream>>>(p, x, wm, ep.scale, ep.shift, ep.relu, y); break;
-        case 32: floatConvKernel<32, OP, T><<<grid, block, 0, stream>>>(p, x, wm, ep.scale, ep.shift, ep.relu, y); break;
-        default: floatConvKernel<64, OP, T><<<grid, block, 0, stream>>>(p, x, wm, ep.scale, ep.shift, ep.relu, y); break;
+        case 16: floatConvKernel<16, OP, T, TW><<<grid, block, 0, stream>>>(p, x, wm, ep.scale, ep.shift, ep.relu, y); break;
+        case 32: floatConvKernel<32, OP, T, TW><<<grid, block, 0, stream>>>(p, x, wm, ep.scale, ep.shift, ep.relu, y); break;
+        default: floatConvKernel<64, OP, T, TW><<<grid, block, 0, stream>>>(p, x, wm, ep.scale, ep.shift, ep.relu, y); break;
     }
     return launchStatus();
 }

@@ -25,9 +25,13 @@ namespace cmc {
 
 // ---- AdderConv --------------------------------------------------------------------------------
 // Forward: Y = act(scale * (-sum |Xpad - W|) + shift); padded taps contribute |W|.
-// x, w, y in `dtype`; FP16 accumulates in float32 so the contract tolerance holds.
+// x and y in `dtype` (float32, or float16 = FP16 activations); w is float32 for both. The precision
+// rule of the contract: x is converted to float exactly, and |x - w|, the sum and the epilogue are
+// float32 whatever `dtype` is; y is rounded to `dtype` once. (Trained AdderNet weights reach |w| ~ 60
+// and raw sums tens of thousands before a folded BatchNorm subtracts a large mean: half weights or
+// half partial sums cost up to ~20% of max|y|.)
 size_t adderConvForwardWorkspaceSize(const ConvGeometry& g, DType dtype);
-Status adderConvForward(const ConvGeometry& g, DType dtype, const void* x, const void* w,
+Status adderConvForward(const ConvGeometry& g, DType dtype, const void* x, const float* w,
                         const Epilogue& ep, void* y, void* workspace, size_t workspaceSize,
                         cudaStream_t stream);
 

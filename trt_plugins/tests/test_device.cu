@@ -192,6 +192,64 @@ void testBinaryPreparedKernels() {
     cudaFree(dxp); cudaFree(dyp);
 }
 
+// Trained-AdderNet numerics for the AdderConv cases (the recipe of tests/plugins/adder_data.py): inputs
+// are post-BatchNorm/ReLU activations (relu(N(0,1)), exact zeros included), weights N(0,1) scaled to
+// max |w| = 60, and the epilogue is a BatchNorm fitted to the layer's own raw sums (per channel
+// scale = 1/sigma, shift = -mu/sigma over the batch), so an error in A shows at its true size in Y.
+struct AdderData {
+    std::vector<float> x, w, scale, shift;
+};
+
+constexpr double kWMax = 60.0;
+
+void fitEpilogue(const cmc::ConvGeometry& g, const std::vector<double>& a, std::vector<float>& scale,
+                 std::vector<float>& shift) {
+    const size_t hw = size_t(g.outH()) * g.outW();
+    scale.assign(g.m, 1.0f);
+    shift.assign(g.m, 0.0f);
+    for (int m = 0; m < g.m; ++m) {
+        double s = 0, s2 = 0;
+        const double cnt = double(g.n) * hw;
+        for (int n = 0; n < g.n; ++n)
+            for (size_t i = 0; i < hw; ++i) {
+                const double v = a[(size_t(n) * g.m + m) * hw + i];
+                s += v;
+                s2 += v * v;
+            }
+        const double mu = s / cnt;
+        const double sigma = std::max(std::sqrt(std::max(s2 / cnt - mu * mu, 0.0)), 1e-6 * std::max(std::fabs(mu), 1.0));
+        scale[m] = float(1.0 / sigma);
+        shift[m] = float(-mu / sigma);
+    }
+}
+
+AdderData adderData(const cmc::ConvGeometry& g, std::mt19937& rng) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    AdderData d;
+    d.x.resize(size_t(g.n) * g.c * g.h * g.w);
+    d.w.resize(size_t(g.m) * g.cPerGroup() * g.kh * g.kw);
+    for (auto& v : d.x) v = std::max(0.0f, normal(rng));
+    double wmax = 0;
+    for (auto& v : d.w) {
+        v = normal(rng);
+        wmax = std::max(wmax, double(std::fabs(v)));
+    }
+    for (auto& v : d.w) v = float(v * (kWMax / wmax));
+    return d;
+}
+
+std::vector<double> applyEpilogue(const cmc::ConvGeometry& g, const std::vector<double>& a, const std::vector<float>& scale,
+                                  const std::vector<float>& shift, bool relu) {
+    const size_t hw = size_t(g.outH()) * g.outW();
+    std::vector<double> y(a.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+        const int m = int((i / hw) % g.m);
+        const double v = a[i] * scale[m] + shift[m];
+        y[i] = relu ? std::max(0.0, v) : v;
+    }
+    return y;
+}
+
 }  // namespace
 
 int main() {
@@ -214,43 +272,46 @@ int main() {
     CUDA_OK(cudaMalloc(&dy, yN * sizeof(float)));
     cmc::Epilogue ep{dscale, dshift, true};
 
-    // AdderConv FP32 forward
-    const std::vector<double> a = adderRaw(g, x, w);
-    std::vector<double> want(yN);
-    for (size_t i = 0; i < yN; ++i) {
-        const int m = int((i / (size_t(ho) * wo)) % g.m);
-        want[i] = std::max(0.0, a[i] * scale[m] + shift[m]);
-    }
-    cmc::Status s = cmc::adderConvForward(g, cmc::DType::kFloat32, dx, dw, ep, dy, nullptr, 0, 0);
+    // AdderConv forward, trained-AdderNet numerics (see adderData), checked after the fitted epilogue.
+    AdderData ad = adderData(g, rng);
+    fitEpilogue(g, adderRaw(g, ad.x, ad.w), ad.scale, ad.shift);
+    float *dxa = upload(ad.x), *dwa = upload(ad.w), *dscaleA = upload(ad.scale), *dshiftA = upload(ad.shift);
+    cmc::Epilogue epA{dscaleA, dshiftA, true};
+    cmc::Status s = cmc::adderConvForward(g, cmc::DType::kFloat32, dxa, dwa, epA, dy, nullptr, 0, 0);
     CUDA_OK(cudaDeviceSynchronize());
     {
+        const std::vector<double> want = applyEpilogue(g, adderRaw(g, ad.x, ad.w), ad.scale, ad.shift, true);
         auto y = download(dy, yN);
-        std::vector<double> got(y.begin(), y.end());
-        const double e = relErr(want, got);
+        const double e = relErr(want, std::vector<double>(y.begin(), y.end()));
         expect(s == cmc::Status::kSuccess && e < 2e-3, "adderConvForward fp32", e);
     }
-    // AdderConv FP16 forward
+    // FP16 activations: X/Y half, W float32, float32 arithmetic.
     {
-        std::vector<__half> xh(xN), wh(wN);
-        std::vector<float> xr(xN), wr(wN);
-        for (size_t i = 0; i < xN; ++i) { xh[i] = __float2half(x[i]); xr[i] = __half2float(xh[i]); }
-        for (size_t i = 0; i < wN; ++i) { wh[i] = __float2half(w[i]); wr[i] = __half2float(wh[i]); }
-        const std::vector<double> ah = adderRaw(g, xr, wr);
-        std::vector<double> wantH(yN);
-        for (size_t i = 0; i < yN; ++i) {
-            const int m = int((i / (size_t(ho) * wo)) % g.m);
-            wantH[i] = std::max(0.0, ah[i] * scale[m] + shift[m]);
-        }
-        __half *dxh = upload(xh), *dwh = upload(wh), *dyh = nullptr;
+        std::vector<__half> xh(xN);
+        std::vector<float> xr(xN);  // the half inputs, widened (exactly)
+        for (size_t i = 0; i < xN; ++i) { xh[i] = __float2half(ad.x[i]); xr[i] = __half2float(xh[i]); }
+        const std::vector<double> want = applyEpilogue(g, adderRaw(g, xr, ad.w), ad.scale, ad.shift, true);
+        __half *dxh = upload(xh), *dyh = nullptr;
         CUDA_OK(cudaMalloc(&dyh, yN * sizeof(__half)));
-        s = cmc::adderConvForward(g, cmc::DType::kFloat16, dxh, dwh, ep, dyh, nullptr, 0, 0);
+        s = cmc::adderConvForward(g, cmc::DType::kFloat16, dxh, dwa, epA, dyh, nullptr, 0, 0);
         CUDA_OK(cudaDeviceSynchronize());
         auto y = download(dyh, yN);
         std::vector<double> got(yN);
         for (size_t i = 0; i < yN; ++i) got[i] = __half2float(y[i]);
-        const double e = relErr(wantH, got);
-        expect(s == cmc::Status::kSuccess && e < 1e-2, "adderConvForward fp16", e);
-        cudaFree(dxh); cudaFree(dwh); cudaFree(dyh);
+        const double e = relErr(want, got);
+        expect(s == cmc::Status::kSuccess && e < 1e-2, "adderConvForward fp16 activations", e);
+        // The rule exactly: the FP32 kernel on the widened inputs, rounded once, bit for bit (same tiles,
+        // same float32 operations in the same order).
+        float* dxr = upload(xr);
+        const cmc::Status s32 = cmc::adderConvForward(g, cmc::DType::kFloat32, dxr, dwa, epA, dy, nullptr, 0, 0);
+        CUDA_OK(cudaDeviceSynchronize());
+        auto y32 = download(dy, yN);
+        size_t mismatches = 0;
+        for (size_t i = 0; i < yN; ++i)
+            if (__half_as_ushort(__float2half(y32[i])) != __half_as_ushort(y[i])) ++mismatches;
+        expect(s32 == cmc::Status::kSuccess && mismatches == 0, "fp16 I/O == round(fp32 kernel) bit for bit",
+               double(mismatches));
+        cudaFree(dxh); cudaFree(dyh); cudaFree(dxr);
     }
     // BinaryConv FP32 forward, binarized input and float input
     {
@@ -308,7 +369,7 @@ int main() {
         CUDA_OK(cudaMalloc(&dgx, xN * sizeof(float)));
         CUDA_OK(cudaMalloc(&dgw, wN * sizeof(float)));
         CUDA_OK(cudaMalloc(&ws, cmc::adderConvBackwardWorkspaceSize(g)));
-        s = cmc::adderConvBackward(g, dx, dw, dgA, dgx, dgw, 0.0f, ws, cmc::adderConvBackwardWorkspaceSize(g), 0);
+        s = cmc::adderConvBackward(g, dxa, dwa, dgA, dgx, dgw, 0.0f, ws, cmc::adderConvBackwardWorkspaceSize(g), 0);
         CUDA_OK(cudaDeviceSynchronize());
         std::vector<double> wantX(xN, 0.0), wantW(wN, 0.0);
         const int mg = g.mPerGroup();
@@ -325,9 +386,9 @@ int main() {
                                     const bool in = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
                                     const size_t xi = ((size_t(n) * g.c + (m / mg) * cg + c) * g.h + ih) * g.w + iw;
                                     const size_t wi = ((size_t(m) * cg + c) * g.kh + p) * g.kw + q;
-                                    const double xv = in ? x[xi] : 0.0;
-                                    wantW[wi] += (xv - w[wi]) * ga;
-                                    if (in) wantX[xi] += std::min(1.0, std::max(-1.0, double(w[wi]) - xv)) * ga;
+                                    const double xv = in ? ad.x[xi] : 0.0;
+                                    wantW[wi] += (xv - ad.w[wi]) * ga;
+                                    if (in) wantX[xi] += std::min(1.0, std::max(-1.0, double(ad.w[wi]) - xv)) * ga;
                                 }
                     }
         auto gx = download(dgx, xN);
@@ -347,6 +408,7 @@ int main() {
     }
     cudaFree(dx); cudaFree(dw); cudaFree(dscale); cudaFree(dshift); cudaFree(dy);
     testBinaryPreparedKernels();
+    cudaFree(dxa); cudaFree(dwa); cudaFree(dscaleA); cudaFree(dshiftA);
     std::printf("cmc device tests: %d failed\n", gFailed);
     return gFailed == 0 ? 0 : 1;
 }
