@@ -12,28 +12,13 @@
 
 #include "cmc_conv_math.h"
 #include "cmc_types.h"
+#include "host_check.h"
 
 namespace {
 
-int gFailed = 0, gChecks = 0;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        ++gChecks;                                                               \
-        if (!(cond)) {                                                           \
-            ++gFailed;                                                           \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                        \
-    } while (0)
-
-cmc::ConvGeometry geom(int n, int c, int h, int w, int m, int kh, int kw, int sh = 1, int sw = 1, int pt = 0,
-                       int pl = 0, int pb = 0, int pr = 0, int dh = 1, int dw = 1, int groups = 1) {
-    cmc::ConvGeometry g;
-    g.n = n; g.c = c; g.h = h; g.w = w; g.m = m; g.kh = kh; g.kw = kw;
-    g.strideH = sh; g.strideW = sw; g.padTop = pt; g.padLeft = pl; g.padBottom = pb; g.padRight = pr;
-    g.dilationH = dh; g.dilationW = dw; g.groups = groups;
-    return g;
-}
+using cmc_test::geom;
+using cmc_test::gChecks;
+using cmc_test::gFailed;
 
 void testStatusStrings() {
     using cmc::Status;
