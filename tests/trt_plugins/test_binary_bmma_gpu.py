@@ -20,6 +20,8 @@ import torch
 from cmc.plugins.binary_conv import reference as binary_ref
 from cmc.plugins.binary_conv.op import binary_conv_train
 
+from .cuda_ext import load_extension
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(),
@@ -51,15 +53,7 @@ IDS = [f"n{c[0]}c{c[1]}m{c[4]}k{c[5][0]}x{c[5][1]}s{c[6][0]}d{c[8][0]}g{c[9]}" f
 
 @pytest.fixture(scope="module")
 def ext():
-    loader = pytest.importorskip(
-        "cmc.plugins._cuda", reason="cmc.plugins._cuda is not installed (pyproject.toml must list it)").loader
-    mod = loader.load()
-    if mod is None:
-        reason = loader.unavailable_reason()
-        if reason.startswith("building the CUDA extension failed"):
-            pytest.fail(f"a CUDA GPU is present but the cmc extension did not build: {reason}")
-        pytest.skip(f"cmc CUDA extension unavailable: {reason}")
-    return mod
+    return load_extension()
 
 
 def _sm():
