@@ -101,7 +101,7 @@ def _common(p: argparse.ArgumentParser):
                         "PERCENT/100) before shrinking; the outputs change, and by how much is reported")
     p.add_argument("--input-shape", metavar="NxCxHxW", help="example input shape (default 1x3x32x32); the batch stays dynamic")
     p.add_argument("--allow-pickle", action="store_true",
-                   help="allow MODEL to be a pickled nn.Module (unpickling runs code from the file: only for files you trust)")
+                   help="allow MODEL to be a pickled nn.Module or a .pt2 program (unpickling runs code from the file: only for files you trust)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -118,7 +118,7 @@ def export_parser() -> argparse.ArgumentParser:
         description="Export a compressed PyTorch model (AdderNet, BNN, SPConv, pruned) to ONNX with com.cmc custom "
                     "nodes or to a TensorRT engine, and prove parity with PyTorch. Subcommands: 'verify', 'shrink' "
                     "(see cmc-export verify --help).")
-    p.add_argument("model", metavar="MODEL", help="state_dict (.pt/.pth, with --arch), torch.export program (.pt2), "
+    p.add_argument("model", metavar="MODEL", help="state_dict (.pt/.pth, with --arch), torch.export program (.pt2, with --allow-pickle), "
                                                    "or a pickled nn.Module (with --allow-pickle)")
     p.add_argument("--to", choices=("onnx", "trt"), default="onnx", help="artifact to produce (default onnx)")
     p.add_argument("-o", "--output", default="cmc_out", metavar="DIR", help="output folder (default ./cmc_out)")

@@ -68,6 +68,12 @@ def load_model(path: str | os.PathLike, arch: str | None = None, allow_pickle: b
         raise CmcError(f"model file {str(p)!r} is empty")
     out = Loaded(source=str(p))
     if p.suffix == ".pt2":
+        if not allow_pickle:
+            # torch.export.load unpickles parts of the archive (weights marked use_pickle, opaque
+            # constants, sample inputs, older formats) with the full unpickler: code from the file can run.
+            raise CmcError(f"{p.name} is a torch.export program: loading it can unpickle objects from the file and "
+                           "run their code — pass --allow-pickle if you trust it (e.g. cmc-export shrink's output), "
+                           "or export from a state_dict with --arch")
         if arch or arch_args:
             out.notes.append("--arch/--arch-args ignored: a .pt2 program carries its own graph")
         try:

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 import torch
 
+from cmc.plugins.binary_conv.reference import VARIANTS, reads_sign_of_input
+
 CMC_DOMAIN = "com.cmc"
 #: |v| below rel * max|v| (of that tensor, in PyTorch and in the export) counts as "sign decided by
 #: rounding". float32 rounding of a folded epilogue is ~1e-7 of the terms it adds.
@@ -63,21 +65,18 @@ class Point:
     consumers: list[int] = field(default_factory=list)  # every node that binarizes it this way
 
 
-_PACKED_IN = ("BinaryConvPackedIn", "BinaryConvPackedInOut")
-
-
 def _binarizing_variant(node: onnx.NodeProto) -> bool:
     """A packed BinaryConv variant that binarizes its input: packed input (binarized in its producer's
     epilogue) or a float input with binarize_input=1 (BinaryConvPackedOut)."""
-    if node.domain != CMC_DOMAIN or not node.op_type.startswith("BinaryConvPacked"):
-        return False
-    return node.op_type in _PACKED_IN or bool(int(_attr(node, "binarize_input", 1)))
+    return (node.domain == CMC_DOMAIN and node.op_type in VARIANTS
+            and reads_sign_of_input(node.op_type, _attr(node, "binarize_input", None)))
 
 
 def _binarizing_kind(node: onnx.NodeProto) -> str | None:
     if node.domain in ("", "ai.onnx") and node.op_type == "Sign":
         return "sign"
-    if node.domain == CMC_DOMAIN and node.op_type == "BinaryConv" and int(_attr(node, "binarize_input", 1)):
+    if node.domain == CMC_DOMAIN and node.op_type == "BinaryConv" and reads_sign_of_input(
+            node.op_type, _attr(node, "binarize_input", None)):
         return "binarize"
     return None
 

@@ -75,6 +75,14 @@ class TorchReference:
         self._torch = torch
 
     def __call__(self, feeds: dict[str, np.ndarray]):
+        from ..idioms import eager_idioms
+
+        # The user's eager forward, research-code idioms included (legacy autograd Functions,
+        # .cuda() on fresh tensors): the same shims as every other eager run of the pipeline.
+        with eager_idioms():
+            return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]):
         torch = self._torch
         if self.module64 is not None:
             try:

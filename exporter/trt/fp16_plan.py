@@ -212,12 +212,18 @@ THRESHOLD_OPS = frozenset({"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "
 
 
 def _binarized_input(node: onnx.NodeProto) -> int | None:
-    """Index of the input a node only reads the sign of (Sign; BinaryConv with binarize_input=1)."""
+    """Index of the float input a node only reads the sign of (Sign; BinaryConv or a float-input packed
+    variant with binarize_input=1 — the contract's rule, plugins/binary_conv/reference.py)."""
+    from cmc.plugins.binary_conv.reference import VARIANTS, reads_sign_of_input
+
     if node.domain in ("", "ai.onnx") and node.op_type == "Sign":
         return 0
-    if node.domain == "com.cmc" and node.op_type == "BinaryConv":
-        b = attr_value(node, "binarize_input")
-        return 0 if b is None or int(b) == 1 else None
+    if node.domain == "com.cmc":
+        variant = VARIANTS.get(node.op_type)
+        if variant is not None and variant.input_packed:
+            return None  # already bits: the float value was decided in its producer
+        if reads_sign_of_input(node.op_type, attr_value(node, "binarize_input")):
+            return 0
     return None
 
 

@@ -112,3 +112,16 @@ def reference_variant(op_type: str):
 
     ref.__name__ = f"reference_{op_type}"
     return ref
+
+
+def reads_sign_of_input(op_type: str, binarize_input: int | None) -> bool:
+    """Whether a com.cmc node of ``op_type`` takes only the sign of its input 0 (the one rule every pass
+    that cares asks: parity's sign-flip attribution, the FP16 planner, the packed-chain pass). BinaryConv and
+    a float-input variant do when ``binarize_input`` is 1 (its default); a packed input is the sign its
+    producer already took, so a packed-input variant always does."""
+    if op_type == "BinaryConv":
+        return binarize_input is None or int(binarize_input) == 1
+    contract = VARIANTS.get(op_type)
+    if contract is None:
+        return False
+    return contract.input_packed or binarize_input is None or int(binarize_input) == 1

@@ -66,7 +66,8 @@ def _cases(tmp):
         ("input shape the model rejects", [good, "--arch", TINY, "--input-shape", "1x5x8x8"]),
         ("NaN weights", [nan_path, "--arch", TINY]),
         ("pickle without opt-in", [str(pickled), "--arch", TINY]),
-        ("corrupt .pt2", [str(bad_pt2)]),
+        ("corrupt .pt2", [str(bad_pt2), "--allow-pickle"]),
+        (".pt2 without --allow-pickle", [str(bad_pt2)]),
         ("look-alike layer that does not fit", [_sd(tmp / "broken.pth", user_models.broken_adder()), "--arch", "tests.exporter.user_models:broken_adder"]),
         ("model returns a dict", [_sd(tmp / "dict.pth", user_models.returns_dict()), "--arch", "tests.exporter.user_models:returns_dict"]),
         ("output path is a file", [bnn, "--arch", "tests.exporter.user_models:tiny_bnn", "-o", str(a_file)]),
@@ -112,6 +113,24 @@ def test_unpickling_never_runs_without_opt_in(tmp_path, in_repo_root, capsys):
         pickle.dump({"state_dict": Evil()}, f)
     assert main([str(path), "--arch", TINY, "-o", str(tmp_path / "o")]) != 0
     assert not marker.exists()
+
+
+def test_pt2_is_never_opened_without_opt_in(tmp_path, in_repo_root, capsys):
+    """torch.export.load unpickles parts of a .pt2 with the full unpickler: refused before it is read."""
+    import zipfile
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("evil/data/weights/weight_0", pickle.dumps(Evil()))
+    assert main([str(path), "-o", str(tmp_path / "o")]) == 2
+    assert not marker.exists() and not (tmp_path / "o").exists()
+    assert "--allow-pickle" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_parity_failure_exits_3_and_writes_nothing(tmp_path, in_repo_root, monkeypatch, capsys):

@@ -104,7 +104,7 @@ def test_pt2_program_exports(tmp_path, in_repo_root):
     path = tmp_path / "m.pt2"
     torch.export.save(ep, str(path))
     out = tmp_path / "o"
-    assert main([str(path), "-o", str(out)]) == 0
+    assert main([str(path), "-o", str(out), "--allow-pickle"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["export"]["custom_nodes"] == {"AdderConv": 1}
     assert report["export"]["dynamic_batch"] is True

@@ -71,3 +71,20 @@ def test_packed_chain_engine_matches_onnxruntime(tmp_path):
                                                              "BinaryConvPackedIn": 1}
     assert sorted(manifest["onnx_preparation"]["stripped_functions"]) == [
         "com.cmc::BinaryConvPackedIn", "com.cmc::BinaryConvPackedInOut", "com.cmc::BinaryConvPackedOut"]
+
+
+def test_fp16_keeps_the_value_a_packed_chain_binarizes_in_float32():
+    """A chain's first node (BinaryConvPackedOut, float X) takes the sign of the stem's output: in the FP16
+    ONNX the stem must stay float32 exactly as it does in front of a plain BinaryConv."""
+    import numpy as np
+
+    from cmc.exporter.trt.fp16_onnx import convert_to_fp16
+
+    packed = _packed_chain_model().model
+    rng = np.random.default_rng(0)
+    feeds = [{"input": rng.standard_normal((2, 3, 16, 16)).astype(np.float32)}]
+    _, report = convert_to_fp16(packed, feeds)
+    kept = {r["node"]: r["reason"] for r in report["fp32_nodes"]}
+    stem = next(n for n in packed.graph.node if n.op_type == "Conv")  # the float stem feeding the chain
+    key = f"{stem.name} (Conv)"
+    assert key in kept and "binarized" in kept[key], kept

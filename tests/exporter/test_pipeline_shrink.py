@@ -52,7 +52,7 @@ def test_shrink_subcommand_writes_a_loadable_program(tmp_path, in_repo_root):
         ref = convnet_pruned().eval()(x)
     assert torch.allclose(program.module()(x), ref, atol=1e-4 * float(ref.abs().max()))
     # ... and the program exports like any other .pt2
-    assert main([str(out / "convnet.shrunk.pt2"), "-o", str(tmp_path / "o")]) == 0
+    assert main([str(out / "convnet.shrunk.pt2"), "-o", str(tmp_path / "o"), "--allow-pickle"]) == 0
 
 
 def test_shrink_subcommand_refuses_a_model_without_pruning(tmp_path, in_repo_root, capsys):

@@ -234,3 +234,26 @@ def test_engine_reference_falls_back_to_float32_and_says_so():
     out = reference_outputs(ref, None, {"x": np.ones((2, 3), np.float32)}, ["y"])
     assert out["y"].dtype == np.float32 and np.all(out["y"] == 3.0)
     assert ref.kind.startswith("pytorch float32 (float64 run failed")
+
+
+def test_engine_reference_runs_research_idioms():
+    """The engine check runs the user's eager model (XNOR-Net's legacy BinActive Function) with the same
+    shims as the pipeline's other eager runs; without them PyTorch 2.x refuses the legacy Function."""
+    import numpy as np
+    import torch
+
+    from cmc.exporter.trt.engine_check import TorchReference
+
+    from .xnor_models import reference_forward, tiny_xnor
+
+    model = tiny_xnor()
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with pytest.raises(RuntimeError, match="[Ll]egacy autograd function"):
+        with torch.no_grad():
+            model(torch.from_numpy(x))
+    ref = TorchReference(model)
+    got = ref({"input": x})
+    with torch.no_grad():
+        want = reference_forward(model.double(), torch.from_numpy(x).double())
+    assert ref.kind == "pytorch float64"
+    assert torch.allclose(got, want, atol=1e-9)
