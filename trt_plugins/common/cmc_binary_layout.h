@@ -380,9 +380,9 @@ CMC_HD int32_t bmmaColumnTerm(int32_t cg, int32_t nValid, int32_t popA) { return
 CMC_HD int32_t bmmaDot(int32_t andPopc, int32_t popB, int32_t colTerm) { return 4 * andPopc - 2 * popB + colTerm; }
 
 // The fused epilogue act(scale * B + shift) in float32, as every BinaryConv kernel computes it
-// (one fused multiply-add, then ReLU), so host model and device agree to the bit.
+// (math::mulThenAdd: the contract's two roundings, then ReLU), so host model and device agree to the bit.
 CMC_HD float bmmaEpilogue(int32_t dot, float scale, float shift, bool relu) {
-    const float v = fmaf(scale, static_cast<float>(dot), shift);
+    const float v = math::mulThenAdd(scale, static_cast<float>(dot), shift);
     return relu ? fmaxf(v, 0.0f) : v;
 }
 

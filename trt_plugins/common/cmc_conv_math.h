@@ -14,6 +14,18 @@
 namespace cmc {
 namespace math {
 
+// The epilogue's arithmetic, the contract's rule for every representation: scale * a rounded to float32,
+// then + shift rounded again — two roundings, never one fused multiply-add — because the PyTorch op and the
+// ONNX body (Mul, Add) compute it so, and a packed sign must not depend on which implementation ran.
+CMC_HD float mulThenAdd(float scale, float a, float shift) {
+#if defined(__CUDA_ARCH__)
+    return __fadd_rn(__fmul_rn(scale, a), shift);  // the _rn intrinsics are never contracted into an FFMA
+#else
+    volatile float product = scale * a;  // a separate rounding: the compiler may not fuse it with the add
+    return product + shift;
+#endif
+}
+
 // floor(a / b) for b > 0 and any a.
 CMC_HD int32_t floorDiv(int32_t a, int32_t b) { return (a >= 0) ? a / b : -((-a + b - 1) / b); }
 

@@ -64,9 +64,9 @@ __device__ __forceinline__ float fromFloat<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ __half fromFloat<__half>(float v) { return __float2half_rn(v); }
 
-// The fused epilogue: act(scale[m] * acc + shift[m]).
+// The fused epilogue: act(scale[m] * acc + shift[m]), rounded as the contract says (math::mulThenAdd).
 __device__ __forceinline__ float epilogue(float acc, float scale, float shift, bool relu) {
-    const float v = fmaf(scale, acc, shift);
+    const float v = math::mulThenAdd(scale, acc, shift);
     return relu ? fmaxf(v, 0.0f) : v;
 }
 

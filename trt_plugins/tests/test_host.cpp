@@ -20,6 +20,18 @@ using cmc_test::geom;
 using cmc_test::gChecks;
 using cmc_test::gFailed;
 
+// The epilogue rounds twice (scale*a, then + shift), never as one fused multiply-add: the case where the
+// two differ in sign (0.1f*3 - fl(0.3): 0 with two roundings, -7.45e-9 fused) must come out as the
+// PyTorch op and the ONNX body compute it.
+void testEpilogueRounding() {
+    const float scale = 0.1f, a = 3.0f, shift = -0.3f;
+    volatile float prod = scale * a;
+    const float twoRoundings = prod + shift;
+    CHECK(cmc::math::mulThenAdd(scale, a, shift) == twoRoundings);
+    CHECK(twoRoundings == 0.0f);
+    CHECK(std::fma(scale, a, shift) < 0.0f);  // what a fused multiply-add would have given
+}
+
 void testStatusStrings() {
     using cmc::Status;
     const Status all[] = {Status::kSuccess, Status::kInvalidArgument, Status::kUnsupported, Status::kCudaError};
@@ -245,6 +257,7 @@ void testBinaryPopcModel() {
 
 int main() {
     testStatusStrings();
+    testEpilogueRounding();
     testGeometry();
     testValidTaps();
     testRadix();

@@ -264,7 +264,8 @@ void runModelCase(const cmc::ConvGeometry& g, std::mt19937& rng, bool zeros) {
             for (int m = 0; m < g.m; ++m)
                 for (int r = 0; r < ho * wo; ++r) {
                     const size_t i = (size_t(n) * g.m + m) * ho * wo + r;
-                    float v = std::fmaf(scale[m], float(want[i]), shift[m]);
+                    volatile float prod = scale[m] * float(want[i]);  // the contract: two roundings
+                    float v = prod + shift[m];
                     if (relu) v = std::fmax(v, 0.0f);
                     valuesOk = valuesOk && y[i] == v;
                     const uint32_t word = uint32_t(yp[(size_t(n) * ho * wo + r) * wppOut + m / 32]);
