@@ -37,7 +37,12 @@ def resolve_arch(spec: str):
     try:
         mod = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
-        raise CmcError(f"--arch: cannot import module {mod_name!r} ({e}); is it on PYTHONPATH?") from e
+        parts = mod_name.split(".")
+        if e.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
+            raise CmcError(f"--arch: cannot import module {mod_name!r} ({e}); is it on PYTHONPATH?") from e
+        # the user's module was found, but something it imports is not installed
+        raise CmcError(f"--arch: importing {mod_name!r} failed: it needs the module {e.name!r}, which is not "
+                       f"installed ({e})") from e
     except Exception as e:  # the user's module failed while importing
         raise CmcError(f"--arch: importing {mod_name!r} failed: {type(e).__name__}: {e}") from e
     obj = mod

@@ -29,29 +29,6 @@ from .errors import CmcError
 from .idioms import eager_idioms
 
 
-def observe_zero_inputs(model: nn.Module, example: torch.Tensor) -> set[str]:
-    """Names of the modules that received an input element exactly 0 in one run on ``example``.
-
-    A recogniser needs this where the research code's semantics hinge on exact zeros
-    (torch.sign(0) = 0 in the BNN code, which a +-1 operator cannot represent)."""
-    seen: set[str] = set()
-    hooks = []
-    for name, mod in model.named_modules():
-        def pre(m, args, name=name):
-            if args and isinstance(args[0], torch.Tensor) and bool((args[0] == 0).any()):
-                seen.add(name)
-        hooks.append(mod.register_forward_pre_hook(pre))
-    try:
-        with eager_idioms(), torch.no_grad():
-            model(example)
-    except Exception as e:
-        raise explain_failure(e, during="the calibration run", model=model, example=example) from e
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
 def convert_research_layers(model: nn.Module, example: torch.Tensor | None = None) -> tuple[nn.Module, list[dict]]:
     """``example``: an input for the calibration runs whose facts (inputs exactly 0, what flows
     between modules) the recognisers use. Without it, only layers recognisable alone are converted.
@@ -60,7 +37,6 @@ def convert_research_layers(model: nn.Module, example: torch.Tensor | None = Non
     value whose sign the emitted binarization takes: a module path = its input 0, 'path:output'),
     ``sign_source`` (the value a sign in front of the layer took) and ``absorbed_by`` where a sign
     module became part of the BinaryConv after it."""
-    zero_inputs = observe_zero_inputs(model, example) if example is not None else set()
     try:
         flow = observe_dataflow(model, example) if example is not None else {}
     except Exception as e:
@@ -72,7 +48,7 @@ def convert_research_layers(model: nn.Module, example: torch.Tensor | None = Non
 
     def facts_for(path: str) -> dict:
         f = flow.get(path)
-        facts = {"input_has_zeros": path in zero_inputs, "flow": f}
+        facts = {"input_has_zeros": f is not None and f.input_has_zeros, "flow": f}
         if f is not None and f.fed_by is not None and f.fed_by in modules:
             facts["feeder"] = (f.fed_by, modules[f.fed_by], flow.get(f.fed_by))
         return facts

@@ -191,6 +191,7 @@ def _load_into(model: nn.Module, sd: dict, notes: list[str], hints: _Hints | Non
         notes.append("checkpoint: ignored " + ", ".join(f"{k}={sd[k].item():.6g}" for k in metrics[:6])
                      + " (0-d tensors that are no part of the model)")
         sd = {k: v for k, v in sd.items() if k not in metrics}
+    sd = _match_module_levels(sd, own, notes)
     absent_nbt = [k for k in own if k.endswith("num_batches_tracked") and k not in sd]
     if absent_nbt:
         notes.append(f"checkpoint: {len(absent_nbt)} BatchNorm num_batches_tracked missing (old checkpoint); kept the model's")
@@ -210,6 +211,35 @@ def _load_into(model: nn.Module, sd: dict, notes: list[str], hints: _Hints | Non
             raise CmcError(f"checkpoint does not fit --arch: {k!r} is {tuple(v.shape)} in the file but "
                            f"{tuple(own[k].shape)} in the model" + hints.text(narrower))
     model.load_state_dict(sd, strict=True)
+
+
+def _without_module_levels(key: str) -> str:
+    return ".".join(part for part in key.split(".") if part != "module")
+
+
+def _match_module_levels(sd: dict, own: dict, notes: list[str]) -> dict:
+    """Names that differ only in nn.DataParallel 'module' levels are the same tensor: the whole model
+    wrapped (the file's prefix was stripped but the --arch model is itself wrapped, or the reverse) or a
+    part of it (`model.features = DataParallel(model.features)`: 'features.module.0.weight'). Renamed to
+    the model's names when that matches every key one to one; otherwise left for the mismatch error."""
+    if set(sd) == set(own):
+        return sd
+    by_plain = {}
+    for k in own:
+        by_plain.setdefault(_without_module_levels(k), []).append(k)
+    renamed = {}
+    for k, v in sd.items():
+        targets = by_plain.get(_without_module_levels(k), [])
+        if len(targets) != 1:
+            return sd
+        renamed[targets[0]] = v
+    if len(renamed) != len(sd) or set(renamed) != {k for k in own if k in renamed}:
+        return sd
+    changed = sum(1 for k in sd if k not in own)
+    if changed:
+        notes.append(f"checkpoint: matched {changed} name(s) that differ from the model's only in nn.DataParallel "
+                     "'module' levels")
+    return renamed
 
 
 def artifact_stem(path) -> str:

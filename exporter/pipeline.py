@@ -148,9 +148,10 @@ def prepare(opts: ExportOptions, steps: Steps):
         x = example_input(shape)
 
     if loaded.exported is not None:
-        if opts.slim is not None:
-            raise CmcError("--slim needs the model's weights (a state_dict with --arch); a .pt2 program is "
-                           "exported as captured")
+        for flag, given in (("--slim", opts.slim is not None), ("--binarize-weights", bool(opts.binarize_weights))):
+            if given:
+                raise CmcError(f"{flag} needs the model's weights (a state_dict with --arch); a .pt2 program is "
+                               "exported as captured")
         reference = loaded.exported.module()
         _dry_run(reference, x)
         report["converted"] = []

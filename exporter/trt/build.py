@@ -322,8 +322,6 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, tf32
     engine_bytes = bytes(serialized)
     build_s = time.perf_counter() - t_build
     engine_path = out.write_bytes(f"{stem}.plan", engine_bytes)
-    if cache is not None:
-        write_bytes_atomic(timing_cache, bytes(cache.serialize()))
     placed_libs = {}
     for name, src in libs.items():
         if Path(src).is_file():
@@ -368,4 +366,6 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, tf32
         worst = max(c["rel_err"] for c in verdict["cases"])
         raise ParityError(f"TensorRT engine differs from the reference: worst error {worst:.3g} of max|y| > tolerance "
                           f"{verdict['tolerance']:g} ({precision})")
+    if cache is not None:  # the user's file changes only when the whole build succeeded
+        write_bytes_atomic(timing_cache, bytes(cache.serialize()))
     return manifest

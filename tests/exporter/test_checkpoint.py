@@ -202,3 +202,37 @@ def test_a_namespace_holding_code_is_still_refused(tmp_path):
     torch.save({"args": argparse.Namespace(f=print)}, tmp_path / "ck.pth")
     with pytest.raises(CmcError, match=r"classes builtins.print.*--allow-pickle"):
         load_model(tmp_path / "ck.pth", VGG)
+
+
+@pytest.mark.parametrize("form", ["model wrapped", "part wrapped"])
+def test_dataparallel_levels_anywhere_in_the_names(tmp_path, form):
+    """DataParallel 'module' levels are matched against the model's own names: an --arch that returns a
+    wrapped model, and pytorch/examples' `model.features = DataParallel(model.features)` checkpoints."""
+    import torch
+    from torch import nn
+
+    from cmc.exporter.load import _load_into
+
+    def plain():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+
+    class Net(nn.Module):
+        def __init__(self, wrap_features):
+            super().__init__()
+            self.features = plain()
+            if wrap_features:
+                self.features = nn.DataParallel(self.features)
+            self.fc = nn.Linear(4, 2)
+
+    if form == "model wrapped":
+        saved = {k: v + 1 if v.is_floating_point() else v for k, v in plain().state_dict().items()}  # stripped names
+        model = nn.DataParallel(plain())
+    else:
+        saved = {k: v + 1 if v.is_floating_point() else v for k, v in Net(True).state_dict().items()}
+        model = Net(False)
+    notes = []
+    _load_into(model, saved, notes)
+    got = list(model.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in zip(got, saved.values()))
+    assert any("'module' levels" in n for n in notes)

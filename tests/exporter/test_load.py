@@ -56,3 +56,19 @@ def test_profiler_buffers_and_old_batchnorm_keys_are_tolerated(tmp_path, in_repo
     torch.save(sd, tmp_path / "c.pth")
     loaded = load_model(tmp_path / "c.pth", ARCH)
     assert any("thop" in n for n in loaded.notes) and any("num_batches_tracked" in n for n in loaded.notes)
+
+
+def test_arch_missing_dependency_is_not_blamed_on_pythonpath(tmp_path, monkeypatch):
+    """A model module that imports an uninstalled package: the error names that package, not PYTHONPATH."""
+    import pytest
+
+    from cmc.exporter.arch import resolve_arch
+    from cmc.exporter.errors import CmcError
+
+    (tmp_path / "needs_dep_model.py").write_text("import cmc_no_such_dependency\n\ndef net():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CmcError) as e:
+        resolve_arch("needs_dep_model:net")
+    assert "cmc_no_such_dependency" in str(e.value) and "PYTHONPATH" not in str(e.value)
+    with pytest.raises(CmcError, match="PYTHONPATH"):
+        resolve_arch("no_such_model_module_here:net")
