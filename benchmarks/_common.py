@@ -39,8 +39,13 @@ def device_info(device: str) -> dict:
     return info
 
 
-def time_ms(fn, device: str, warmup: int = 3, iters: int = 20) -> dict:
-    """Median / min milliseconds of fn() over `iters` runs (CUDA events on the GPU)."""
+def time_ms(fn, device: str, warmup: int = 3, iters: int = 20, back_to_back: int = 1) -> dict:
+    """Median / min milliseconds of one fn() call over `iters` timings (CUDA events on the GPU).
+
+    back_to_back > 1: each timing spans that many consecutive calls and is divided by their number,
+    so the host's per-call work (argument checks, allocation, launch) overlaps the GPU's work on the
+    previous call, as in a network; with 1, a short kernel's time includes the host latency between
+    the start event and its launch."""
     for _ in range(warmup):
         fn()
     times = []
@@ -49,18 +54,21 @@ def time_ms(fn, device: str, warmup: int = 3, iters: int = 20) -> dict:
         for _ in range(iters):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            for _ in range(back_to_back):
+                fn()
             end.record()
             end.synchronize()
-            times.append(start.elapsed_time(end))
+            times.append(start.elapsed_time(end) / back_to_back)
     else:
         import time
 
         for _ in range(iters):
             t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return {"ms_median": statistics.median(times), "ms_min": min(times), "iters": iters}
+            for _ in range(back_to_back):
+                fn()
+            times.append((time.perf_counter() - t0) * 1e3 / back_to_back)
+    return {"ms_median": statistics.median(times), "ms_min": min(times), "iters": iters,
+            "back_to_back": back_to_back}
 
 
 def guarded(fn, device: str, **kw) -> dict:

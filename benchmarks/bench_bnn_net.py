@@ -14,7 +14,8 @@ trivial). Each binary convolution + its BatchNorm (+ReLU) is folded into the con
           and the shift as its bias (+ReLU): the best the same network gets from cuDNN.
 
 The float layers are the same FP16 modules in both. JSON: device description + per (network, batch,
-implementation) median/min ms and images/s, plus the output deviation between the two (information,
+implementation) median/min ms, images/s, the binary layers' MACs per second over the whole network's time
+and that rate as a fraction of the roofline probe's `mma_b1` rate (limits.cu, same run), plus the output deviation between the two (information,
 not a check: the exporter's verify is where parity is proven).
 
     python benchmarks/bench_bnn_net.py --out /tmp/cmc_bnn_net.json [--batch 1 16 64] [--net nin resnet18]
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import device_info, guarded, require_cuda, write_json
+from _common import device_info, guarded, read_roofline, require_cuda, roofline_fraction, write_json
 
 
 def _randomise_bn(model: nn.Module, seed: int) -> None:
@@ -69,7 +70,14 @@ class FoldedBinaryConv:
         wb = torch.where(w >= 0, 1.0, -1.0) * (alpha * bn_scale).view(-1, 1, 1, 1)
         self.w_cudnn, self.b_cudnn = wb.to(device, dtype), self.shift.to(device, dtype)
 
+    macs_seen: list[int] | None = None  # when a list: each cmc() call appends its binary MACs
+
     def cmc(self, x, in_packed=False, out_packed=False):
+        if FoldedBinaryConv.macs_seen is not None:
+            n, h, w = (x.shape[0], x.shape[1], x.shape[2]) if in_packed else (x.shape[0], x.shape[2], x.shape[3])
+            ho = (h + 2 * self.pads[0] - self.dil[0] * (self.kh - 1) - 1) // self.strides[0] + 1
+            wo = (w + 2 * self.pads[1] - self.dil[1] * (self.kw - 1) - 1) // self.strides[1] + 1
+            FoldedBinaryConv.macs_seen.append(n * ho * wo * self.m * (self.c // self.groups) * self.kh * self.kw)
         if self.prepared is None:  # --smoke on a CPU: the op's reference implementation, unpacked
             from cmc.plugins.binary_conv.op import binary_conv
 
@@ -150,6 +158,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--out", help="JSON file (default: stdout)")
+    ap.add_argument("--back-to-back", type=int, default=5,
+                    help="forward passes per timing (per-pass time = timing / passes; 1: each pass timed alone)")
     ap.add_argument("--smoke", action="store_true", help="batch 1, small images, CPU allowed: code-path check only")
     args = ap.parse_args(argv)
     device = require_cuda(args.smoke)
@@ -164,6 +174,7 @@ def main(argv=None):
     dtype = torch.float16 if device == "cuda" else torch.float32  # CPU convolutions take no half
     batches = [1] if args.smoke else args.batch
     iters = 2 if args.smoke else args.iters
+    roofline = read_roofline()
     records = []
     for name in args.net:
         import importlib
@@ -182,17 +193,26 @@ def main(argv=None):
         for batch in batches:
             x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch)).to(device, dtype)
             with torch.no_grad():
-                y_cmc, y_cudnn = run(x, True).float(), run(x, False).float()
+                FoldedBinaryConv.macs_seen = []
+                y_cmc = run(x, True).float()
+                binary_macs, FoldedBinaryConv.macs_seen = sum(FoldedBinaryConv.macs_seen), None
+                y_cudnn = run(x, False).float()
                 dev = float((y_cmc - y_cudnn).abs().max() / y_cudnn.abs().max().clamp_min(1e-12))
                 for impl, use_cmc in (("cmc", True), ("cudnn_fp16" if device == "cuda" else "torch_cpu", False)):
-                    r = guarded(lambda: run(x, use_cmc), device, iters=iters, **({"warmup": 1} if args.smoke else {}))
+                    r = guarded(lambda: run(x, use_cmc), device, iters=iters, back_to_back=args.back_to_back,
+                                **({"warmup": 1} if args.smoke else {}))
                     if "ms_median" in r:
                         r["images_per_s"] = round(batch / (r["ms_median"] * 1e-3), 1)
+                        # the binary layers' MACs over the whole network's time (float layers included)
+                        rate = binary_macs / (r["ms_median"] * 1e-3) / 1e12
+                        r.update(binary_macs=binary_macs, binary_mac_t_per_s=round(rate, 3),
+                                 fraction_of_mma_b1=roofline_fraction(rate, roofline, "mma_b1"))
                     records.append(dict(net=name, batch=batch, image=size, impl=impl, dtype=str(dtype).split(".")[-1],
                                         packed_chains=bool(use_cmc and ext is not None),
                                         rel_dev_cmc_vs_cudnn=round(dev, 6), **r))
                     print(f"{name:9s} batch {batch:3d} {impl:11s} {r.get('ms_median', r.get('error'))}", file=sys.stderr)
     write_json({"benchmark": "bnn_net", **device_info(device), "binary_kernel_rule_for_3x3_256": kernel,
+                "roofline_T_per_s": roofline,
                 "records": records}, args.out)
 
 

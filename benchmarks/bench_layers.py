@@ -10,6 +10,11 @@ binary layers). Each of them also gives its rate in T binary MACs/s (N*Ho*Wo*M*C
 that rate as a fraction of the roofline probe's ``mma_b1`` rate (limits.cu, read by read_roofline()
 from the same GPU run; null without one).
 
+Tile sweep: on BMMA layers, ``cmc_binary_bmma_tile<i>`` (FP16) times each tile shape of the kernel
+forced in turn (``ext.binary_bmma_force_tile``); ``binary_summary`` lists them with the fastest, the
+data the tile rule (``binaryBmmaTileRule``) is tuned from. Timing: CUDA events around ``--back-to-back``
+consecutive calls (default 10), divided by their number, so the binding's host work overlaps the GPU.
+
     python benchmarks/bench_layers.py --out /tmp/cmc_layers.json [--suite resnet20,resnet18,resnet50,bnn]
 
 JSON: device description + one record per (layer, implementation, dtype) with median/min ms, or an
@@ -125,6 +130,34 @@ def adder_summary(records: list[dict]) -> list[dict]:
     return out
 
 
+def binary_summary(records: list[dict]) -> list[dict]:
+    """Per layer, FP16: cuDNN FP16 time, each BinaryConv path's time and speed-up over it, the rule's
+    BMMA tile and the fastest forced tile (the sweep that tunes the rule)."""
+    by = {}
+    for r in records:
+        if r["dtype"] == "fp16" and "ms_median" in r:
+            by.setdefault(r["layer"], {})[r["impl"]] = r
+    out = []
+    for layer, rs in by.items():
+        base = rs.get("cudnn_conv")
+        if not base or not any(k.startswith("cmc_binary") for k in rs):
+            continue
+        row = {"layer": layer, "cudnn_fp16_ms": base["ms_median"]}
+        for impl in ("cmc_binary_kernel", "cmc_binary_popcount", "cmc_binary_bmma", "cmc_binary_bmma_packed_io"):
+            if impl in rs:
+                row[f"{impl}_ms"] = rs[impl]["ms_median"]
+                row[f"{impl}_speedup_vs_cudnn_fp16"] = round(base["ms_median"] / rs[impl]["ms_median"], 3)
+                if rs[impl].get("fraction_of_mma_b1") is not None:
+                    row[f"{impl}_fraction_of_mma_b1"] = rs[impl]["fraction_of_mma_b1"]
+        tiles = {r["tile"]: r["ms_median"] for k, r in rs.items() if k.startswith("cmc_binary_bmma_tile")}
+        if tiles:
+            best = min(tiles, key=tiles.get)
+            row.update(tile_ms=tiles, best_tile=best, best_tile_ms=tiles[best],
+                       best_tile_speedup_vs_cudnn_fp16=round(base["ms_median"] / tiles[best], 3))
+        out.append(row)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="resnet20,resnet18,resnet50,bnn")
@@ -132,6 +165,9 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--no-unfold", action="store_true", help="skip the unfold formulation")
     ap.add_argument("--no-backward", action="store_true", help="skip the backward timings")
+    ap.add_argument("--back-to-back", type=int, default=10,
+                    help="calls per timing (per-call time = timing / calls; 1: each call timed alone, host latency included)")
+    ap.add_argument("--no-tile-sweep", action="store_true", help="skip timing every BMMA tile shape")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, CPU allowed: code-path check only")
     args = ap.parse_args(argv)
     device = require_cuda(args.smoke)
@@ -194,20 +230,34 @@ def main(argv=None):
                              lambda x=x: ext.binary_forward(x, wp, ones, zeros, st, pads, dil, 1, 1, 0)))
                 runs.append(("cmc_binary_kernel_float_input", dt_name,
                              lambda x=x: ext.binary_forward(x, wp, ones, zeros, st, pads, dil, 1, 0, 0)))
+                # every value a lambda uses is bound now (default arguments): the runs execute after the loop
                 code = 0 if dt == torch.float32 else 1
-                bx = lambda x, kernel, i_p=False, o_p=False: ext.binary_forward_ex(  # noqa: E731
-                    x, prep, ones, zeros, c, m, k, k, st, pads, dil, 1, 1, 0, i_p, o_p, code, kernel)
-                runs.append(("cmc_binary_popcount", dt_name, lambda x=x: bx(x, 1)))
+                bx = lambda x, kernel, i_p=False, o_p=False, code=code, prep=prep, c=c, m=m, k=k, st=st, \
+                    pads=pads, ones=ones, zeros=zeros: ext.binary_forward_ex(  # noqa: E731
+                        x, prep, ones, zeros, c, m, k, k, st, pads, dil, 1, 1, 0, i_p, o_p, code, kernel)
+                runs.append(("cmc_binary_popcount", dt_name, lambda x=x, bx=bx: bx(x, 1)))
                 if bmma:
-                    runs.append(("cmc_binary_bmma", dt_name, lambda x=x: bx(x, 2)))
+                    runs.append(("cmc_binary_bmma", dt_name, lambda x=x, bx=bx: bx(x, 2)))
+                    if dt == torch.float16 and not args.no_tile_sweep:  # every tile shape, forced (tuning)
+                        for i in range(len(ext.binary_bmma_tiles())):
+                            runs.append((f"cmc_binary_bmma_tile{i}", dt_name, lambda x=x, bx=bx: bx(x, 2)))
                     if name in workhorse:
                         xp = ext.binary_pack_activations(x)
-                        runs.append(("cmc_binary_bmma_packed_io", dt_name, lambda xp=xp: bx(xp, 2, True, True)))
+                        runs.append(("cmc_binary_bmma_packed_io", dt_name,
+                                     lambda xp=xp, bx=bx: bx(xp, 2, True, True)))
             if not args.no_unfold and dt == torch.float32:
                 runs.append(("unfold_adder", dt_name, lambda x=x, wt=wt: unfold_adder(x, wt, s, p)))
         for impl, dt_name, fn in runs:
+            tile = int(impl[len("cmc_binary_bmma_tile"):]) if impl.startswith("cmc_binary_bmma_tile") else -1
+            if ext is not None:
+                ext.binary_bmma_force_tile(tile)
             with torch.no_grad():
-                r = guarded(fn, device, iters=args.iters)
+                r = guarded(fn, device, iters=args.iters,  # the unfold formulation takes ms: timed alone
+                            back_to_back=1 if impl == "unfold_adder" else args.back_to_back)
+            if ext is not None:
+                ext.binary_bmma_force_tile(-1)
+            if tile >= 0:
+                r["tile"] = ext.binary_bmma_tiles()[tile]
             if impl.startswith("cmc_binary") and "ms_median" in r:
                 rate = binary_macs / (r["ms_median"] * 1e-3) / 1e12
                 r.update(binary_mac_t_per_s=round(rate, 3), fraction_of_mma_b1=roofline_fraction(rate, roofline, "mma_b1"))
@@ -217,7 +267,8 @@ def main(argv=None):
             extra += f"  roofline {rec['roofline_fraction']}" if rec.get("roofline_fraction") is not None else ""
             print(f"{name:28s} {impl:30s} {dt_name}  {r.get('ms_median', r.get('error'))}{extra}", file=sys.stderr)
     write_json({"benchmark": "layers", **device_info(device), "tf32": False, "roofline_T_per_s": roofline,
-                "records": records, "adder_summary": adder_summary(records)}, args.out)
+                "records": records, "adder_summary": adder_summary(records),
+                "binary_summary": binary_summary(records)}, args.out)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "cmc_kernels.h"
@@ -348,6 +349,19 @@ int64_t binaryKernelChoice(int64_t n, int64_t c, int64_t h, int64_t w, int64_t m
     return static_cast<int64_t>(cmc::binaryConvKernelForCurrentDevice(g, binarizeInput != 0));
 }
 
+// Tuning: the BMMA tile shapes (names, by index) and forcing one for this thread (-1: the rule).
+std::vector<std::string> binaryBmmaTiles() {
+    std::vector<std::string> out;
+    for (int32_t i = 0; i < cmc::binaryBmmaTileCount(); ++i) out.emplace_back(cmc::binaryBmmaTileName(i));
+    return out;
+}
+
+void binaryBmmaForceTile(int64_t tile) {
+    TORCH_CHECK(tile >= -1 && tile < cmc::binaryBmmaTileCount(), "tile must be -1 (the rule) or 0..",
+                cmc::binaryBmmaTileCount() - 1, ", got ", tile);
+    checkStatus(cmc::binaryBmmaForceTile(static_cast<int32_t>(tile)), "cmc::binaryBmmaForceTile");
+}
+
 // float/half [M, Cg, kh, kw] -> int32 [M, kh, kw, ceil(Cg/32)] (the contract's layout)
 at::Tensor binaryPackWeights(const at::Tensor& wIn) {
     TORCH_CHECK(wIn.defined() && wIn.is_cuda(), "W must be a CUDA tensor");
@@ -384,5 +398,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
             "BinaryConv forward with prepared weights, packed input/output and a named kernel (0 auto, 1 popcount, 2 BMMA)");
     mod.def("binary_pack_activations", &binaryPackActivations, "NCHW float/half -> packed int32 [N, H, W, 4*ceil(C/128)]");
     mod.def("binary_unpack_activations", &binaryUnpackActivations, "packed int32 -> NCHW +-1 (dtype code 0 fp32, 1 fp16)");
+    mod.def("binary_bmma_tiles", &binaryBmmaTiles, "the BMMA kernel's tile shapes in this build, by index");
+    mod.def("binary_bmma_force_tile", &binaryBmmaForceTile, "force a BMMA tile shape for this thread (-1: the rule)");
     mod.def("binary_kernel_choice", &binaryKernelChoice, "the kernel auto picks on the current device: 1 popcount, 2 BMMA");
 }

@@ -8,8 +8,8 @@
   Python exception (never a crash);
 * the TF32 policy: the training op's CUDA gradients match float64 even where TF32 is allowed.
 
-Marked ``gpu`` and skipped with the reason where there is no CUDA GPU. Nothing here has run on a
-GPU yet (written in a CPU-only session).
+Marked ``gpu`` and skipped with the reason where there is no CUDA GPU. First GPU run: NVIDIA H200,
+2026-11-28, all passed (the tile-shape test was added after that run).
 """
 from __future__ import annotations
 
@@ -141,6 +141,53 @@ def test_epilogue_and_packed_output(ext, case, dtype, activation):
         outs[k] = y
     if len(outs) == 2:  # both kernels compute the same exact sum and the same epilogue
         assert torch.equal(outs[POPCOUNT], outs[BMMA])
+
+
+# every tile shape of the BMMA kernel (forced one by one, as the benchmark sweep runs them)
+TILE_CASES = [GRID[i] for i in (2, 6, 8, 9, 10, 12)]
+
+
+@pytest.mark.parametrize("case", TILE_CASES, ids=[IDS[GRID.index(c)] for c in TILE_CASES])
+def test_every_bmma_tile_shape_is_exact(ext, case):
+    if not _bmma_ok(case):
+        pytest.skip(f"BMMA needs sm_80+ (this GPU: sm_{_sm()})")
+    x, wt, scale, shift = _data(case, 5, torch.float16)
+    a = _args(case)
+    packed = binary_ref.pack_weights(wt.numpy())
+    want = binary_ref.reference(x.double().numpy(), packed, np.ones(a["m"]), np.zeros(a["m"]),
+                                kernel_shape=[a["kh"], a["kw"]], strides=a["strides"], pads=a["pads"],
+                                dilations=a["dil"], group=a["group"], binarize_input=1, activation=0)
+    prep = ext.binary_prepare_weights(torch.from_numpy(packed).to(DEV), a["c"], a["group"])
+    ones, zeros = torch.ones(a["m"], device=DEV), torch.zeros(a["m"], device=DEV)
+    s, t = scale.to(DEV), shift.to(DEV)
+    xd = x.to(DEV)
+    # a packed input at a 4-byte (not 16-byte) aligned address: the P_a pre-pass's word-by-word path
+    xp = ext.binary_pack_activations(xd)
+    buf = torch.zeros(xp.numel() + 1, dtype=torch.int32, device=DEV)
+    xp_odd = buf[1:].view(xp.shape)
+    xp_odd.copy_(xp)
+    assert xp_odd.data_ptr() % 16 != 0
+    tiles = ext.binary_bmma_tiles()
+    assert len(tiles) >= 2
+    try:
+        ext.binary_bmma_force_tile(-1)
+        y_rule = _fwd(ext, xd, prep, s, t, a, act=1, dtype=1, kernel=BMMA)
+        for i, name in enumerate(tiles):
+            ext.binary_bmma_force_tile(i)
+            y = _fwd(ext, xd, prep, ones, zeros, a, dtype=1, kernel=BMMA)
+            np.testing.assert_array_equal(y.double().cpu().numpy(), want.astype(np.float16).astype(np.float64),
+                                          err_msg=name)
+            y = _fwd(ext, xd, prep, s, t, a, act=1, dtype=1, kernel=BMMA)
+            assert torch.equal(y, y_rule), name
+            yp = _fwd(ext, xp_odd, prep, s, t, a, act=1, in_packed=True, out_packed=True, dtype=1, kernel=BMMA)
+            bits, pad = _bits(yp, a["m"])
+            np.testing.assert_array_equal(bits, (y_rule.float().cpu().numpy().transpose(0, 2, 3, 1) >= 0)
+                                          .astype(np.uint8), err_msg=name)
+            assert not pad.any(), name
+    finally:
+        ext.binary_bmma_force_tile(-1)
+    with pytest.raises(RuntimeError, match="tile"):
+        ext.binary_bmma_force_tile(len(tiles))
 
 
 def test_auto_picks_bmma_for_the_workhorse_layer(ext):

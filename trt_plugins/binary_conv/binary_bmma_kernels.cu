@@ -14,6 +14,7 @@
 // half and lane, gathered from the packed NHWC input through L1) straight into registers, with the
 // next k-step's loads issued before the current MMAs. Tile shapes are provisional (no GPU has timed
 // them yet; see trt_plugins/KERNELS.md).
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -46,8 +47,14 @@ packActivationsKernel(int32_t n, int32_t c, int32_t hw, int32_t wpp, const T* __
         const int32_t cnt = min(32, max(0, c - 32 * k));
         const T* src = x + (static_cast<int64_t>(nn) * c + 32 * k) * hw + hwI;
         uint32_t word = 0;
-        for (int32_t b = 0; b < cnt; ++b)
-            if (toFloat<T>(src[static_cast<int64_t>(b) * hw]) >= 0.0f) word |= 1u << b;
+        if (cnt == 32) {  // whole words: 32 independent loads in flight (the H200 profile: 1 TB/s before)
+#pragma unroll
+            for (int32_t b = 0; b < 32; ++b)
+                word |= (toFloat<T>(src[static_cast<int64_t>(b) * hw]) >= 0.0f ? 1u : 0u) << b;
+        } else {
+            for (int32_t b = 0; b < cnt; ++b)
+                if (toFloat<T>(src[static_cast<int64_t>(b) * hw]) >= 0.0f) word |= 1u << b;
+        }
         xp[(static_cast<int64_t>(nn) * hw + hwI) * wpp + k] = word;
     }
 }
@@ -100,11 +107,38 @@ prepareWeightsKernel(bits::PreparedLayout L, bits::BmmaPlan pl, int32_t m, int32
     }
 }
 
-// P_a per output pixel (the popcount of the real channel bits over its valid taps).
-__global__ void __launch_bounds__(kPackThreads)
+// P_a per output pixel (the popcount of the real channel bits over its valid taps). 128-thread
+// blocks and 128-bit loads (a packed pixel is whole 16-byte chunks): the H200 profile of the scalar
+// version (256-thread blocks, one word per load) showed 49 blocks on 132 SMs taking 8 us on the
+// BNN workhorse layer, a sixth of the whole BMMA forward.
+constexpr int kPopThreads = 128;
+
+// bits::bmmaPixelPopcount with one 16-byte load per 128-bit chunk (same sum, same masking).
+__device__ __forceinline__ int32_t pixelPopcountChunks(const bits::BmmaDims& d, const uint4* x, int32_t pix) {
+    const bits::BmmaColumn col = bits::bmmaColumn(d, pix);
+    const int32_t cpt = bits::chunksPerPixel(d.c);
+    int32_t sum = 0;
+    for (int32_t p = 0; p < d.kh; ++p)
+        for (int32_t q = 0; q < d.kw; ++q) {
+            if (!((col.tapMask >> (p * d.kw + q)) & 1u)) continue;
+            const uint32_t base = (col.base + bits::bmmaItemOffset(d, p, q, 0)) / bits::kChunkWords;
+            for (int32_t ch = 0; ch < cpt; ++ch) {
+                const uint4 v = __ldg(x + base + static_cast<uint32_t>(ch));
+                const int32_t k = ch * bits::kChunkWords;
+                sum += __popc(v.x & bits::channelMask(d.c, k)) + __popc(v.y & bits::channelMask(d.c, k + 1)) +
+                       __popc(v.z & bits::channelMask(d.c, k + 2)) + __popc(v.w & bits::channelMask(d.c, k + 3));
+            }
+        }
+    return sum;
+}
+// VEC: the packed input is 16-byte aligned (always in the workspace; a caller's packed tensor need
+// only be 4-byte aligned, and then the word-by-word version runs).
+template <bool VEC>
+__global__ void __launch_bounds__(kPopThreads)
 pixelPopcountKernel(bits::BmmaDims d, const uint32_t* __restrict__ xp, int32_t* __restrict__ popA) {
     for (int32_t pix = blockIdx.x * blockDim.x + threadIdx.x; pix < d.pixOut; pix += gridDim.x * blockDim.x)
-        popA[pix] = bits::bmmaPixelPopcount(d, xp, pix);
+        popA[pix] = VEC ? pixelPopcountChunks(d, reinterpret_cast<const uint4*>(xp), pix)
+                        : bits::bmmaPixelPopcount(d, xp, pix);
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -115,6 +149,10 @@ __device__ __forceinline__ void mmaAndPopc(int32_t (&c)[4], const uint4& a, cons
         : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]));
 }
 #endif
+
+// Two adjacent outputs in one store (the address is aligned to twice the element size).
+__device__ __forceinline__ void storePair(float* y, float a, float b) { *reinterpret_cast<float2*>(y) = make_float2(a, b); }
+__device__ __forceinline__ void storePair(__half* y, __half a, __half b) { *reinterpret_cast<__half2*>(y) = __halves2half2(a, b); }
 
 // One warp computes WM 16-row tiles x WN 8-column tiles; a block holds WARPS_M x WARPS_N warps.
 // WM is even, so a warp's rows are whole 32-channel words of a packed output.
@@ -190,65 +228,113 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
 
     // ---- epilogue: B from the AND-popcounts, then act(scale * B + shift) ----
     const int32_t tableRow = pl.rangesH * pl.rangesW;
+    // the lane's 2*WM rows (C registers i and i+1 share a row): scale / shift loaded once, not per column
+    float sc[WM][2], sf[WM][2];
 #pragma unroll
-    for (int nt = 0; nt < WN; ++nt)
+    for (int mt = 0; mt < WM; ++mt)
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            const int32_t pix = col0 + nt * 8 + bits::fragCCol(lane, e);
-            const bool colOk = pix < d.pixOut;
-            bits::BmmaColumnTerms t;
-            int32_t colTerm = 0;
-            if (colOk) {
-                t = bits::bmmaColumnTerms(d, pl, pix);
-                colTerm = bits::bmmaColumnTerm(d.c, t.nValid, bits::loadRO(popA + pix));
-            }
-            if (!PACKED_OUT) {
-                if (!colOk) continue;
-                T* y = static_cast<T*>(yOut) + static_cast<int64_t>(t.nImg) * d.m * d.howo + t.r;
-#pragma unroll
-                for (int mt = 0; mt < WM; ++mt)
-#pragma unroll
-                    for (int hh = 0; hh < 2; ++hh) {
-                        const int i = 2 * hh + e;
-                        const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, i);
-                        if (row >= d.m) continue;
-                        const int32_t popB = bits::loadRO(table + static_cast<int64_t>(row) * tableRow + t.rect);
-                        const int32_t dot = bits::bmmaDot(acc[mt][nt][i], popB, colTerm);
-                        const float v = bits::bmmaEpilogue(dot, bits::loadRO(scale + row), bits::loadRO(shift + row), relu);
-                        y[static_cast<int64_t>(row) * d.howo] = fromFloat<T>(v);
-                    }
-            } else {
-                uint32_t* y = static_cast<uint32_t*>(yOut);
-                const int32_t realWords = (d.m + 31) / 32;
-                const int32_t w0 = mt0 / 2;
-#pragma unroll
-                for (int wi = 0; wi < WM / 2; ++wi) {
-                    uint32_t part = 0;
-#pragma unroll
-                    for (int q = 0; q < 2; ++q)
-#pragma unroll
-                        for (int hh = 0; hh < 2; ++hh) {
-                            const int mt = 2 * wi + q, i = 2 * hh + e;
-                            const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, i);
-                            if (!colOk || row >= d.m) continue;
-                            const int32_t popB = bits::loadRO(table + static_cast<int64_t>(row) * tableRow + t.rect);
-                            const int32_t dot = bits::bmmaDot(acc[mt][nt][i], popB, colTerm);
-                            const float v = bits::bmmaEpilogue(dot, bits::loadRO(scale + row), bits::loadRO(shift + row), relu);
-                            // the sign of the value as the unpacked output would hold it (rounded to T)
-                            if (toFloat<T>(fromFloat<T>(v)) >= 0.0f) part |= 1u << bits::packedOutBit(mt0 + mt, lane, i);
-                        }
-                    // OR over the 8 lanes sharing threadID_in_group (lane bits 2..4): every lane takes part
-                    part |= __shfl_xor_sync(0xffffffffu, part, 4);
-                    part |= __shfl_xor_sync(0xffffffffu, part, 8);
-                    part |= __shfl_xor_sync(0xffffffffu, part, 16);
-                    const int32_t word = w0 + wi;
-                    if ((lane >> 2) == 0 && colOk && word < d.wppOut) y[static_cast<int64_t>(pix) * d.wppOut + word] = part;
-                }
-                // pad words after this warp's words, written by the warp that holds the last real word
-                if ((lane >> 2) == 0 && colOk && w0 <= realWords - 1 && realWords - 1 < w0 + WM / 2)
-                    for (int32_t word = w0 + WM / 2; word < d.wppOut; ++word) y[static_cast<int64_t>(pix) * d.wppOut + word] = 0u;
-            }
+        for (int hh = 0; hh < 2; ++hh) {
+            const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, 2 * hh);
+            const bool ok = row < d.m;
+            sc[mt][hh] = ok ? bits::loadRO(scale + row) : 0.0f;
+            sf[mt][hh] = ok ? bits::loadRO(shift + row) : 0.0f;
         }
+    // Column terms: each lane computes those of its own B column (groupID) once; the C fragment's
+    // columns (2 threadID_in_group + e) fetch them from lane 4 * column by shuffle. (Each lane used to
+    // compute the terms of both its C columns itself: twice the divisions.)
+    int32_t myRect[WN], myTerm[WN], myY[WN];
+#pragma unroll
+    for (int nt = 0; nt < WN; ++nt) {
+        const int32_t pix = col0 + nt * 8 + (lane >> 2);
+        myRect[nt] = -1;  // -1: beyond the output
+        myTerm[nt] = myY[nt] = 0;
+        if (pix < d.pixOut) {
+            const bits::BmmaColumnTerms t = bits::bmmaColumnTerms(d, pl, pix);
+            myRect[nt] = t.rect;
+            myTerm[nt] = bits::bmmaColumnTerm(d.c, t.nValid, bits::loadRO(popA + pix));
+            myY[nt] = t.nImg * d.m * d.howo + t.r;  // < n m ho wo < 2^31 (checked limits)
+        }
+    }
+    if constexpr (!PACKED_OUT) {
+        // C registers i = 2 hh and 2 hh + 1 are adjacent pixels of one row: one 2-element store where
+        // both exist, lie in the same image and the address is aligned (else two plain stores)
+#pragma unroll
+        for (int nt = 0; nt < WN; ++nt) {
+            int32_t rect[2], colTerm[2], yCol[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int src = 4 * bits::fragCCol(lane, e);
+                rect[e] = __shfl_sync(0xffffffffu, myRect[nt], src);
+                colTerm[e] = __shfl_sync(0xffffffffu, myTerm[nt], src);
+                yCol[e] = __shfl_sync(0xffffffffu, myY[nt], src);
+            }
+            const bool pair = rect[0] >= 0 && rect[1] >= 0 && yCol[1] == yCol[0] + 1;
+#pragma unroll
+            for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh) {
+                    const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, 2 * hh);
+                    if (row >= d.m) continue;
+                    T v[2];
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int32_t popB =
+                            rect[e] >= 0 ? bits::loadRO(table + static_cast<int64_t>(row) * tableRow + rect[e]) : 0;
+                        const int32_t dot = bits::bmmaDot(acc[mt][nt][2 * hh + e], popB, colTerm[e]);
+                        v[e] = fromFloat<T>(bits::bmmaEpilogue(dot, sc[mt][hh], sf[mt][hh], relu));
+                    }
+                    T* y = static_cast<T*>(yOut) + static_cast<int64_t>(row) * d.howo + yCol[0];
+                    if (pair && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(T)) == 0) {
+                        storePair(y, v[0], v[1]);
+                    } else {
+                        if (rect[0] >= 0) *y = v[0];
+                        if (rect[1] >= 0) static_cast<T*>(yOut)[static_cast<int64_t>(row) * d.howo + yCol[1]] = v[1];
+                    }
+                }
+        }
+    } else {
+#pragma unroll
+        for (int nt = 0; nt < WN; ++nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int32_t pix = col0 + nt * 8 + bits::fragCCol(lane, e);
+                const int src = 4 * bits::fragCCol(lane, e);
+                const int32_t rect = __shfl_sync(0xffffffffu, myRect[nt], src);
+                const int32_t colTerm = __shfl_sync(0xffffffffu, myTerm[nt], src);
+                const bool colOk = rect >= 0;
+                {
+                    uint32_t* y = static_cast<uint32_t*>(yOut);
+                    const int32_t realWords = (d.m + 31) / 32;
+                    const int32_t w0 = mt0 / 2;
+#pragma unroll
+                    for (int wi = 0; wi < WM / 2; ++wi) {
+                        uint32_t part = 0;
+#pragma unroll
+                        for (int q = 0; q < 2; ++q)
+#pragma unroll
+                            for (int hh = 0; hh < 2; ++hh) {
+                                const int mt = 2 * wi + q, i = 2 * hh + e;
+                                const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, i);
+                                if (!colOk || row >= d.m) continue;
+                                const int32_t popB = bits::loadRO(table + static_cast<int64_t>(row) * tableRow + rect);
+                                const int32_t dot = bits::bmmaDot(acc[mt][nt][i], popB, colTerm);
+                                const float v = bits::bmmaEpilogue(dot, sc[mt][hh], sf[mt][hh], relu);
+                                // the sign of the value as the unpacked output would hold it (rounded to T)
+                                if (toFloat<T>(fromFloat<T>(v)) >= 0.0f) part |= 1u << bits::packedOutBit(mt0 + mt, lane, i);
+                            }
+                        // OR over the 8 lanes sharing threadID_in_group (lane bits 2..4): every lane takes part
+                        part |= __shfl_xor_sync(0xffffffffu, part, 4);
+                        part |= __shfl_xor_sync(0xffffffffu, part, 8);
+                        part |= __shfl_xor_sync(0xffffffffu, part, 16);
+                        const int32_t word = w0 + wi;
+                        if ((lane >> 2) == 0 && colOk && word < d.wppOut) y[static_cast<int64_t>(pix) * d.wppOut + word] = part;
+                    }
+                    // pad words after this warp's words, written by the warp that holds the last real word
+                    if ((lane >> 2) == 0 && colOk && w0 <= realWords - 1 && realWords - 1 < w0 + WM / 2)
+                        for (int32_t word = w0 + WM / 2; word < d.wppOut; ++word) y[static_cast<int64_t>(pix) * d.wppOut + word] = 0u;
+                }
+            }
+    }  // packed output
 #else
     __trap();  // never launched: bmmaCodeForCurrentDevice() keeps pre-sm_80 code off this kernel
 #endif
@@ -266,15 +352,58 @@ Status launchConfig(const bits::BmmaDims& d, const bits::BmmaPlan& pl, const uin
     return launchStatus();
 }
 
-// Tile shape by the number of 16-row tiles (provisional): M <= 32: 1 x 4 warps of 32 x 64;
-// M <= 64: 1 x 4 warps of 64 x 32; larger: 2 x 2 warps of 64 x 32.
-template <typename T, bool PACKED_OUT>
-Status launchBmmaConv(const bits::BmmaDims& d, const bits::BmmaPlan& pl, const uint32_t* xp, const uint4* frag,
-                      const int32_t* table, const int32_t* popA, const Epilogue& ep, void* y, cudaStream_t stream) {
-    if (pl.mTiles <= 2) return launchConfig<2, 8, 1, 4, T, PACKED_OUT>(d, pl, xp, frag, table, popA, ep, y, stream);
-    if (pl.mTiles <= 4) return launchConfig<4, 4, 1, 4, T, PACKED_OUT>(d, pl, xp, frag, table, popA, ep, y, stream);
-    return launchConfig<4, 4, 2, 2, T, PACKED_OUT>(d, pl, xp, frag, table, popA, ep, y, stream);
+// The tile shapes this build holds: (WM, WN, WARPS_M, WARPS_N) = a warp's 16-row x 8-column MMA tiles
+// and the block's warps. Rows of a block = 16 WM WARPS_M, pixels = 8 WN WARPS_N.
+constexpr BmmaTileShape kBmmaTiles[] = {
+    {2, 8, 1, 4, "32x256 (warp 2x8, 1x4 warps)"},  {4, 4, 1, 4, "64x128 (warp 4x4, 1x4 warps)"},
+    {4, 4, 2, 2, "128x64 (warp 4x4, 2x2 warps)"},  {2, 4, 2, 2, "64x64 (warp 2x4, 2x2 warps)"},
+    {2, 4, 4, 1, "128x32 (warp 2x4, 4x1 warps)"},  {4, 2, 2, 2, "128x32 (warp 4x2, 2x2 warps)"},
+    {2, 4, 1, 2, "32x64 (warp 2x4, 1x2 warps)"},   {2, 2, 2, 4, "64x64 (warp 2x2, 2x4 warps)"},
+};
+constexpr int32_t kNumBmmaTiles = static_cast<int32_t>(sizeof(kBmmaTiles) / sizeof(kBmmaTiles[0]));
+thread_local int32_t tForcedTile = -1;  // binaryBmmaForceTile (tuning): -1 = the rule below
+
+// Multiprocessors of the current device (cached per device; 0 when it cannot be queried).
+int32_t currentSmCount() {
+    constexpr int kMaxDevices = 64;
+    static std::atomic<int> cache[kMaxDevices];  // 0 unknown
+    int dev = 0, count = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (dev >= 0 && dev < kMaxDevices && (count = cache[dev].load(std::memory_order_relaxed)) > 0) return count;
+    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (dev >= 0 && dev < kMaxDevices) cache[dev].store(count, std::memory_order_relaxed);
+    return count;
 }
+
+template <typename T, bool PACKED_OUT>
+Status launchBmmaConv(const ConvGeometry& g, const bits::BmmaDims& d, const bits::BmmaPlan& pl, const uint32_t* xp,
+                      const uint4* frag, const int32_t* table, const int32_t* popA, const Epilogue& ep, void* y,
+                      cudaStream_t stream) {
+    const int32_t tile = tForcedTile >= 0 ? tForcedTile : binaryBmmaTileRule(g, currentSmCount());
+#define CMC_BMMA_TILE(I, WM, WN, AM, AN) \
+    case I: return launchConfig<WM, WN, AM, AN, T, PACKED_OUT>(d, pl, xp, frag, table, popA, ep, y, stream);
+    switch (tile) {  // must list kBmmaTiles in order (static_asserts below)
+        CMC_BMMA_TILE(0, 2, 8, 1, 4)
+        CMC_BMMA_TILE(1, 4, 4, 1, 4)
+        CMC_BMMA_TILE(2, 4, 4, 2, 2)
+        CMC_BMMA_TILE(3, 2, 4, 2, 2)
+        CMC_BMMA_TILE(4, 2, 4, 4, 1)
+        CMC_BMMA_TILE(5, 4, 2, 2, 2)
+        CMC_BMMA_TILE(6, 2, 4, 1, 2)
+        CMC_BMMA_TILE(7, 2, 2, 2, 4)
+        default: return Status::kInvalidArgument;
+    }
+#undef CMC_BMMA_TILE
+}
+static_assert(kNumBmmaTiles == 8, "launchBmmaConv's switch lists every tile shape");
+static_assert(kBmmaTiles[3].wm == 2 && kBmmaTiles[3].wn == 4 && kBmmaTiles[3].warpsM == 2 && kBmmaTiles[7].warpsN == 4,
+              "launchBmmaConv's switch matches kBmmaTiles");
 
 // The kernel whose attributes tell what code this binary holds for the device.
 const void* probeKernel() {
@@ -340,15 +469,19 @@ Status launchBmmaForward(const ConvGeometry& g, DType dtype, const uint32_t* xp,
     const bits::BmmaPlan pl = bits::makeBmmaPlan(g.m, g.c, g.kh, g.kw);
     const bits::PreparedLayout L = binaryPreparedLayout(g);
     if (!L.bmma) return Status::kUnsupported;
-    pixelPopcountKernel<<<packGrid(d.pixOut), kPackThreads, 0, stream>>>(d, xp, popA);
+    const int popBlocks = static_cast<int>(std::min<int64_t>((int64_t(d.pixOut) + kPopThreads - 1) / kPopThreads, 1 << 16));
+    if (reinterpret_cast<uintptr_t>(xp) % 16 == 0)
+        pixelPopcountKernel<true><<<popBlocks, kPopThreads, 0, stream>>>(d, xp, popA);
+    else
+        pixelPopcountKernel<false><<<popBlocks, kPopThreads, 0, stream>>>(d, xp, popA);
     if (launchStatus() != Status::kSuccess) return Status::kCudaError;
     const uint4* frag = reinterpret_cast<const uint4*>(prepared + L.fragOff);
     const int32_t* table = reinterpret_cast<const int32_t*>(prepared + L.tableOff);
     if (dtype == DType::kFloat32)
-        return outputPacked ? launchBmmaConv<float, true>(d, pl, xp, frag, table, popA, ep, y, stream)
-                            : launchBmmaConv<float, false>(d, pl, xp, frag, table, popA, ep, y, stream);
-    return outputPacked ? launchBmmaConv<__half, true>(d, pl, xp, frag, table, popA, ep, y, stream)
-                        : launchBmmaConv<__half, false>(d, pl, xp, frag, table, popA, ep, y, stream);
+        return outputPacked ? launchBmmaConv<float, true>(g, d, pl, xp, frag, table, popA, ep, y, stream)
+                            : launchBmmaConv<float, false>(g, d, pl, xp, frag, table, popA, ep, y, stream);
+    return outputPacked ? launchBmmaConv<__half, true>(g, d, pl, xp, frag, table, popA, ep, y, stream)
+                        : launchBmmaConv<__half, false>(g, d, pl, xp, frag, table, popA, ep, y, stream);
 }
 
 }  // namespace detail
@@ -406,6 +539,18 @@ Status binaryConvPrepareWeights(const ConvGeometry& g, const int32_t* wPacked, v
         L, pl, g.m, g.cPerGroup(), g.kh, g.kw, reinterpret_cast<const uint32_t*>(wPacked),
         static_cast<unsigned char*>(wPrepared));
     return detail::launchStatus();
+}
+
+int32_t binaryBmmaTileCount() { return detail::kNumBmmaTiles; }
+
+const char* binaryBmmaTileName(int32_t tile) {
+    return tile >= 0 && tile < detail::kNumBmmaTiles ? detail::kBmmaTiles[tile].name : nullptr;
+}
+
+Status binaryBmmaForceTile(int32_t tile) {
+    if (tile < -1 || tile >= detail::kNumBmmaTiles) return Status::kInvalidArgument;
+    detail::tForcedTile = tile;
+    return Status::kSuccess;
 }
 
 }  // namespace cmc

@@ -14,6 +14,12 @@
 namespace cmc {
 namespace detail {
 
+// A BMMA tile shape: a warp's WM x WN m16n8 tiles, WARPS_M x WARPS_N warps per block.
+struct BmmaTileShape {
+    int32_t wm, wn, warpsM, warpsN;
+    const char* name;
+};
+
 // sm version (e.g. 90) of the current device, 0 when none can be queried.
 int32_t currentSmVersion();
 

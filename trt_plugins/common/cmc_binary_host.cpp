@@ -40,6 +40,15 @@ BinaryKernel binaryConvChooseKernel(const ConvGeometry& g, bool binarizeInput, i
     return BinaryKernel::kPopcount;
 }
 
+int32_t binaryBmmaTileRule(const ConvGeometry& g, int32_t smCount) {
+    const bits::BmmaPlan p = bits::makeBmmaPlan(g.m, g.cPerGroup(), g.kh, g.kw);
+    const int64_t pixels = int64_t(g.n) * g.outH() * g.outW();
+    const int64_t workPerSm = int64_t(g.m) * pixels * p.kSteps / (smCount > 0 ? smCount : 1);
+    if (workPerSm > 110000) return p.mTiles <= 4 ? 1 : 2;  // e.g. BNN 3x3 256->256 at 14x14 x 64 images
+    // small problems: 128x32 blocks where the K walk is short and M wide (1x1 layers), else 64x64
+    return (p.mTiles >= 16 && p.kSteps <= 4) ? 5 : 7;
+}
+
 bits::PreparedLayout binaryPreparedLayout(const ConvGeometry& g) {
     bits::PreparedLayout L;
     if (g.validate() != Status::kSuccess) return L;

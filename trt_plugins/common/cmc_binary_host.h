@@ -27,6 +27,13 @@ struct BinaryExWorkspace {
 BinaryExWorkspace binaryExWorkspace(const ConvGeometry& g, DType dtype, bool binarizeInput, BinaryIO io,
                                     BinaryKernel kernel);
 
+// The BMMA kernel's tile shape for a geometry on a GPU with `smCount` multiprocessors: an index of the
+// shapes binary_bmma_kernels.cu holds (kBmmaTiles: 1 = 64x128 block, 2 = 128x64, 5 = 128x32 of 4x2-tile
+// warps, 7 = 64x64 of 2x2-tile warps). Tuned from the H200 sweep of every shape on the bench_layers
+// layers (trt_plugins/KERNELS.md): large problems (M * pixels * k-steps per SM above ~110k) take the
+// big tiles, the rest small tiles, which keep more warps per SM (fewer registers, more blocks).
+int32_t binaryBmmaTileRule(const ConvGeometry& g, int32_t smCount);
+
 // kSuccess or the reason the flags cannot go together (kInvalidArgument): inputPacked needs
 // binarizeInput and group 1. Geometry is validated separately.
 Status binaryCheckIO(const ConvGeometry& g, bool binarizeInput, BinaryIO io);

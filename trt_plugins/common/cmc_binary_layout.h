@@ -77,8 +77,14 @@ struct TapRange {
 CMC_HD TapRange validTapRange1D(int32_t o, int32_t size, int32_t k, int32_t stride, int32_t padBegin,
                                 int32_t dilation) {
     const int32_t base = o * stride - padBegin;
-    int32_t lo = (base >= 0) ? 0 : ((-base) + dilation - 1) / dilation;
-    int32_t hi = math::floorDiv(size - 1 - base, dilation);
+    int32_t lo, hi;
+    if (dilation == 1) {  // the common case, without the two integer divisions (kernel epilogues run this)
+        lo = base >= 0 ? 0 : -base;
+        hi = size - 1 - base;
+    } else {
+        lo = (base >= 0) ? 0 : ((-base) + dilation - 1) / dilation;
+        hi = math::floorDiv(size - 1 - base, dilation);
+    }
     if (lo < 0) lo = 0;
     if (hi > k - 1) hi = k - 1;
     TapRange r;

@@ -107,6 +107,14 @@ Status binaryConvForwardWith(BinaryKernel kernel, const ConvGeometry& g, DType d
                              BinaryIO io, const void* x, const void* wPrepared, const Epilogue& ep, void* y,
                              void* workspace, size_t workspaceSize, cudaStream_t stream);
 
+// Tuning only (benchmarks, tests): the BMMA kernel's tile shapes in this build (index -> a name
+// such as "64x64 (warp 2x4, 2x2 warps)", nullptr outside [0, count)), and forcing one of them for
+// the calling host thread's later launches (-1: back to the built-in rule; kInvalidArgument outside
+// [-1, count)). Every tile shape computes the same exact result; only the speed differs.
+int32_t binaryBmmaTileCount();
+const char* binaryBmmaTileName(int32_t tile);
+Status binaryBmmaForceTile(int32_t tile);
+
 // The kernel binaryConvForwardEx runs for (g, binarizeInput) on the current device (the rule of
 // binaryConvChooseKernel applied to the device's sm version and to what this binary holds for it).
 BinaryKernel binaryConvKernelForCurrentDevice(const ConvGeometry& g, bool binarizeInput);

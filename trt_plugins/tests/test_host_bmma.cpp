@@ -190,6 +190,22 @@ void testChooseRule() {
           size_t(64) * 256 * 14 * 14 * 2);
 }
 
+// The tile rule on the layers it was tuned on (H200, 132 SMs; the shapes the sweep found fastest).
+void testTileRule() {
+    const int sms = 132;
+    CHECK(cmc::binaryBmmaTileRule(geom(64, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1, 1, 1), sms) == 2);  // BNN workhorse
+    CHECK(cmc::binaryBmmaTileRule(geom(32, 256, 28, 28, 256, 3, 3, 1, 1, 1, 1, 1, 1), sms) == 2);
+    CHECK(cmc::binaryBmmaTileRule(geom(16, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1, 1, 1), sms) == 1);   // r18.l1
+    CHECK(cmc::binaryBmmaTileRule(geom(16, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1, 1, 1), sms) == 7); // r18.l3
+    CHECK(cmc::binaryBmmaTileRule(geom(16, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1), sms) == 7);   // r18.l4
+    CHECK(cmc::binaryBmmaTileRule(geom(16, 64, 56, 56, 256, 1, 1, 1, 1, 0, 0, 0, 0), sms) == 5);  // r50 1x1 64->256
+    CHECK(cmc::binaryBmmaTileRule(geom(16, 1024, 14, 14, 256, 1, 1, 1, 1, 0, 0, 0, 0), sms) == 5);
+    CHECK(cmc::binaryBmmaTileRule(geom(16, 256, 56, 56, 64, 1, 1, 1, 1, 0, 0, 0, 0), sms) == 7);
+    // fewer multiprocessors (Jetson Orin: 16): the same layer counts as large sooner
+    CHECK(cmc::binaryBmmaTileRule(geom(16, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1, 1, 1), 16) == 2);
+    CHECK(cmc::binaryBmmaTileRule(geom(16, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1, 1, 1), 0) == 2);  // unknown count
+}
+
 // +-1 convolution in double: the contract, for packed output (bits) and raw sums.
 std::vector<double> bruteRaw(const cmc::ConvGeometry& g, const std::vector<float>& x, const std::vector<float>& w) {
     const int ho = g.outH(), wo = g.outW(), cg = g.cPerGroup();
@@ -318,6 +334,7 @@ int main() {
     testRanges();
     testStepWalk();
     testChooseRule();
+    testTileRule();
     testModelGrid();
     testModelRejects();
     std::printf("cmc BMMA host tests: %d checks, %d failed\n", gChecks, gFailed);
