@@ -14,9 +14,10 @@ trivial). Each binary convolution + its BatchNorm (+ReLU) is folded into the con
           and the shift as its bias (+ReLU): the best the same network gets from cuDNN.
 
 The float layers are the same FP16 modules in both. JSON: device description + per (network, batch,
-implementation) median/min ms, images/s, the binary layers' MACs per second over the whole network's time
-and that rate as a fraction of the roofline probe's `mma_b1` rate (limits.cu, same run), plus the output deviation between the two (information,
-not a check: the exporter's verify is where parity is proven).
+implementation) median/min ms, images/s, the binary layers' MACs per second over the whole network's
+time and that rate as a fraction of the roofline probe's `mma_b1` rate (limits.cu, same run), plus the
+output deviation between the two (information, not a check: the exporter's verify is where parity is
+proven). Timing: CUDA events around `--back-to-back` consecutive passes (default 5), per pass.
 
     python benchmarks/bench_bnn_net.py --out /tmp/cmc_bnn_net.json [--batch 1 16 64] [--net nin resnet18]
 
