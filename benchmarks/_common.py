@@ -124,3 +124,38 @@ def roofline_fraction(rate_t_per_s: float, roofline: dict[str, float] | None, mi
     if not roofline or not roofline.get(mix):
         return None
     return round(rate_t_per_s / roofline[mix], 4)
+
+
+# ---------------------------------------------------------------- profiling (profile_*.py, for ncu)
+
+def profile_setup(script: str, doc: str, default_layer: str, argv=None):
+    """The --layer argument (any layer of bench_layers) and the CUDA extension: (ext, layer tuple)."""
+    import argparse
+
+    from bench_layers import SUITES
+
+    layers = {l[0]: l for suite in SUITES.values() for l in suite}
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layer", default=default_layer, choices=sorted(layers))
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit(f"no CUDA GPU: {script} only runs on a GPU machine")
+    from cmc.plugins._cuda import loader
+
+    ext = loader.load()
+    if ext is None:
+        sys.exit(f"cmc CUDA extension unavailable: {loader.unavailable_reason()}")
+    return ext, layers[args.layer]
+
+
+def profiled_round(round_fn, what: str) -> None:
+    """One untimed warm-up round, then one round between cudaProfilerStart/Stop (ncu
+    --profile-from-start off captures exactly that round)."""
+    round_fn()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStart()
+    round_fn()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
+    print(f"profiled {what}", file=sys.stderr)
+

@@ -7,28 +7,15 @@ One untimed warm-up round first, then the profiled round between cudaProfilerSta
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
 import torch
 
-from bench_layers import SUITES
+from _common import profile_setup, profiled_round
 
 
 def main(argv=None):
-    layers = {l[0]: l for suite in SUITES.values() for l in suite}
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--layer", default="bnn.3x3.256-256.14", choices=sorted(layers))
-    args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA GPU: profile_binary.py only runs on a GPU machine")
-    from cmc.plugins._cuda import loader
+    ext, (name, n, c, h, w, m, k, s, p) = profile_setup("profile_binary.py", __doc__, "bnn.3x3.256-256.14", argv)
     from cmc.plugins.binary_conv.op import pack_weights
 
-    ext = loader.load()
-    if ext is None:
-        sys.exit(f"cmc CUDA extension unavailable: {loader.unavailable_reason()}")
-    _, n, c, h, w, m, k, s, p = layers[args.layer]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, c, h, w, generator=gen).cuda().half()
     wp = pack_weights(torch.randn(m, c, k, k, generator=gen)).cuda()
@@ -46,13 +33,7 @@ def main(argv=None):
         fwd(xp, 2, True)
         fwd(x, 1, False)
 
-    round_()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStart()
-    round_()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStop()
-    print(f"profiled {args.layer}: BMMA (fp16 in), BMMA (packed in/out), popcount", file=sys.stderr)
+    profiled_round(round_, f"{name}: BMMA (fp16 in), BMMA (packed in/out), popcount")
 
 
 if __name__ == "__main__":

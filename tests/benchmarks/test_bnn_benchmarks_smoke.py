@@ -36,3 +36,22 @@ def test_bench_bnn_net_smoke(tmp_path, net):
     assert all("ms_median" in r for r in recs)
     # the folded epilogue path and the baseline are the same network (float32 on the CPU)
     assert all(r["rel_dev_cmc_vs_cudnn"] <= 1e-4 for r in recs)
+
+
+@pytest.mark.parametrize("script", ["profile_adder.py", "profile_binary.py"])
+def test_profile_scripts_refuse_cleanly_without_a_gpu(script):
+    """The ncu helpers take any bench_layers layer and exit with one line where no GPU exists."""
+    if torch_cuda_available():
+        pytest.skip("a CUDA GPU is present: the scripts would profile")
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--layer", "no-such-layer"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "invalid choice: 'no-such-layer'" in bad.stderr
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--layer", "r50.l1.1x1.64-256"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert res.returncode == 1 and res.stderr.strip() == f"no CUDA GPU: {script} only runs on a GPU machine"
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
