@@ -96,17 +96,22 @@ def _bits(packed, count):
     return b[..., :count].astype(np.uint8), b[..., count:]
 
 
-# ---- BMMA vs the contract, bit for bit -------------------------------------------------------------
-@pytest.mark.parametrize("case", GRID, ids=IDS)
-def test_raw_sums_equal_reference_both_kernels(ext, case):
-    x, wt, _, _ = _data(case, 1)
-    a = _args(case)
+def _raw_sums_case(ext, x, wt, a):
+    """The contract's raw sums (scale 1, shift 0, binarized input), the prepared weights, ones, zeros."""
     packed = binary_ref.pack_weights(wt.numpy())
     want = binary_ref.reference(x.double().numpy(), packed, np.ones(a["m"]), np.zeros(a["m"]),
                                 kernel_shape=[a["kh"], a["kw"]], strides=a["strides"], pads=a["pads"],
                                 dilations=a["dil"], group=a["group"], binarize_input=1, activation=0)
     prep = ext.binary_prepare_weights(torch.from_numpy(packed).to(DEV), a["c"], a["group"])
-    ones, zeros = torch.ones(a["m"], device=DEV), torch.zeros(a["m"], device=DEV)
+    return want, prep, torch.ones(a["m"], device=DEV), torch.zeros(a["m"], device=DEV)
+
+
+# ---- BMMA vs the contract, bit for bit -------------------------------------------------------------
+@pytest.mark.parametrize("case", GRID, ids=IDS)
+def test_raw_sums_equal_reference_both_kernels(ext, case):
+    x, wt, _, _ = _data(case, 1)
+    a = _args(case)
+    want, prep, ones, zeros = _raw_sums_case(ext, x, wt, a)
     kernels = [POPCOUNT] + ([BMMA] if _bmma_ok(case) else [])
     for k in kernels:
         y = _fwd(ext, x.to(DEV), prep, ones, zeros, a, kernel=k)
@@ -153,12 +158,7 @@ def test_every_bmma_tile_shape_is_exact(ext, case):
         pytest.skip(f"BMMA needs sm_80+ (this GPU: sm_{_sm()})")
     x, wt, scale, shift = _data(case, 5, torch.float16)
     a = _args(case)
-    packed = binary_ref.pack_weights(wt.numpy())
-    want = binary_ref.reference(x.double().numpy(), packed, np.ones(a["m"]), np.zeros(a["m"]),
-                                kernel_shape=[a["kh"], a["kw"]], strides=a["strides"], pads=a["pads"],
-                                dilations=a["dil"], group=a["group"], binarize_input=1, activation=0)
-    prep = ext.binary_prepare_weights(torch.from_numpy(packed).to(DEV), a["c"], a["group"])
-    ones, zeros = torch.ones(a["m"], device=DEV), torch.zeros(a["m"], device=DEV)
+    want, prep, ones, zeros = _raw_sums_case(ext, x, wt, a)
     s, t = scale.to(DEV), shift.to(DEV)
     xd = x.to(DEV)
     # a packed input at a 4-byte (not 16-byte) aligned address: the P_a pre-pass's word-by-word path
