@@ -19,6 +19,12 @@ time and that rate as a fraction of the roofline probe's `mma_b1` rate (limits.c
 output deviation between the two (information, not a check: the exporter's verify is where parity is
 proven). Timing: CUDA events around `--back-to-back` consecutive passes (default 5), per pass.
 
+Eager PyTorch pays the host's per-layer cost (argument checks, allocation, launch) on every layer, so
+at these sizes both paths are partly host-bound and the ratio depends on the lent machine's CPU. On a
+GPU each network is therefore also captured once in a CUDA graph and its replay timed (impl
+`cmc_graph` / `cudnn_fp16_graph`): the GPU's time for the same kernels, without the host. `speedups`
+lists cmc over cuDNN per (network, batch), eager and graphed. --no-graph skips the capture.
+
     python benchmarks/bench_bnn_net.py --out /tmp/cmc_bnn_net.json [--batch 1 16 64] [--net nin resnet18]
 
 GPU only; --smoke runs batch 1 on small images on the CPU (the cmc op's reference implementation,
@@ -162,6 +168,7 @@ def main(argv=None):
     ap.add_argument("--back-to-back", type=int, default=5,
                     help="forward passes per timing (per-pass time = timing / passes; 1: each pass timed alone)")
     ap.add_argument("--smoke", action="store_true", help="batch 1, small images, CPU allowed: code-path check only")
+    ap.add_argument("--no-graph", action="store_true", help="time eager passes only (no CUDA graph replay)")
     args = ap.parse_args(argv)
     device = require_cuda(args.smoke)
     torch.backends.cudnn.benchmark = True
@@ -199,9 +206,15 @@ def main(argv=None):
                 binary_macs, FoldedBinaryConv.macs_seen = sum(FoldedBinaryConv.macs_seen), None
                 y_cudnn = run(x, False).float()
                 dev = float((y_cmc - y_cudnn).abs().max() / y_cudnn.abs().max().clamp_min(1e-12))
-                for impl, use_cmc in (("cmc", True), ("cudnn_fp16" if device == "cuda" else "torch_cpu", False)):
-                    r = guarded(lambda: run(x, use_cmc), device, iters=iters, back_to_back=args.back_to_back,
-                                **({"warmup": 1} if args.smoke else {}))
+                impls = [("cmc", True, False), ("cudnn_fp16" if device == "cuda" else "torch_cpu", False, False)]
+                if device == "cuda" and not args.no_graph:
+                    impls += [("cmc_graph", True, True), ("cudnn_fp16_graph", False, True)]
+                for impl, use_cmc, graph in impls:
+                    fn = (lambda use_cmc=use_cmc: run(x, use_cmc))
+                    if graph:
+                        fn = graph_replay(fn)
+                    r = fn if isinstance(fn, dict) else guarded(
+                        fn, device, iters=iters, back_to_back=args.back_to_back, **({"warmup": 1} if args.smoke else {}))
                     if "ms_median" in r:
                         r["images_per_s"] = round(batch / (r["ms_median"] * 1e-3), 1)
                         # the binary layers' MACs over the whole network's time (float layers included)
@@ -213,8 +226,45 @@ def main(argv=None):
                                         rel_dev_cmc_vs_cudnn=round(dev, 6), **r))
                     print(f"{name:9s} batch {batch:3d} {impl:11s} {r.get('ms_median', r.get('error'))}", file=sys.stderr)
     write_json({"benchmark": "bnn_net", **device_info(device), "binary_kernel_rule_for_3x3_256": kernel,
-                "roofline_T_per_s": roofline,
+                "roofline_T_per_s": roofline, "speedups": speedups(records),
                 "records": records}, args.out)
+
+
+def graph_replay(fn):
+    """fn captured in a CUDA graph (after warm-up passes on a side stream, as PyTorch requires): the
+    graph's replay, or {"error": ...} when the capture fails (the record then says why)."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph.replay
+    except RuntimeError as e:
+        torch.cuda.synchronize()
+        return {"error": "CUDA graph capture failed", "detail": str(e).splitlines()[0]}
+
+
+def speedups(records: list[dict]) -> list[dict]:
+    """cmc over the cuDNN network per (network, batch): eager passes and (where timed) graph replays."""
+    by = {}
+    for r in records:
+        if "ms_median" in r:
+            by.setdefault((r["net"], r["batch"]), {})[r["impl"]] = r["ms_median"]
+    out = []
+    for (net, batch), ms in by.items():
+        row = {"net": net, "batch": batch}
+        for mode, (ours, base) in (("eager", ("cmc", "cudnn_fp16")), ("graph", ("cmc_graph", "cudnn_fp16_graph"))):
+            if ours in ms and base in ms:
+                row[f"{mode}_cmc_ms"], row[f"{mode}_cudnn_fp16_ms"] = ms[ours], ms[base]
+                row[f"{mode}_speedup"] = round(ms[base] / ms[ours], 3)
+        if len(row) > 2:
+            out.append(row)
+    return out
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ fractions, FP16-I/O speed-up, and the backward kernels against cuDNN's input + w
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 import torch
@@ -154,6 +155,19 @@ def binary_summary(records: list[dict]) -> list[dict]:
             best = min(tiles, key=tiles.get)
             row.update(tile_ms=tiles, best_tile=best, best_tile_ms=tiles[best],
                        best_tile_speedup_vs_cudnn_fp16=round(base["ms_median"] / tiles[best], 3))
+            # the pre-pass kernel's best against the fused kernel's (P_a in the k-loop): what the rule
+            # should pick from
+            for kind, pick in (("prepass", lambda t: not t.startswith("fused")), ("fused", lambda t: t.startswith("fused"))):
+                sub = {t: ms for t, ms in tiles.items() if pick(t)}
+                if sub:
+                    b = min(sub, key=sub.get)
+                    row.update({f"best_{kind}_tile": b, f"best_{kind}_tile_ms": sub[b],
+                                f"best_{kind}_tile_speedup_vs_cudnn_fp16": round(base["ms_median"] / sub[b], 3)})
+        packed = {r["tile"]: r["ms_median"] for k, r in rs.items() if k.startswith("cmc_binary_bmma_packed_io_tile")}
+        if packed:
+            b = min(packed, key=packed.get)
+            row.update(packed_io_tile_ms=packed, best_packed_io_tile=b,
+                       best_packed_io_tile_speedup_vs_cudnn_fp16=round(base["ms_median"] / packed[b], 3))
         out.append(row)
     return out
 
@@ -245,10 +259,16 @@ def main(argv=None):
                         xp = ext.binary_pack_activations(x)
                         runs.append(("cmc_binary_bmma_packed_io", dt_name,
                                      lambda xp=xp, bx=bx: bx(xp, 2, True, True)))
+                        if dt == torch.float16 and not args.no_tile_sweep:  # the fused tiles, packed chain
+                            for i, tname in enumerate(ext.binary_bmma_tiles()):
+                                if tname.startswith("fused"):
+                                    runs.append((f"cmc_binary_bmma_packed_io_tile{i}", dt_name,
+                                                 lambda xp=xp, bx=bx: bx(xp, 2, True, True)))
             if not args.no_unfold and dt == torch.float32:
                 runs.append(("unfold_adder", dt_name, lambda x=x, wt=wt: unfold_adder(x, wt, s, p)))
         for impl, dt_name, fn in runs:
-            tile = int(impl[len("cmc_binary_bmma_tile"):]) if impl.startswith("cmc_binary_bmma_tile") else -1
+            forced = re.fullmatch(r"cmc_binary_bmma(?:_packed_io)?_tile(\d+)", impl)
+            tile = int(forced.group(1)) if forced else -1
             if ext is not None:
                 ext.binary_bmma_force_tile(tile)
             with torch.no_grad():

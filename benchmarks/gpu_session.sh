@@ -11,7 +11,11 @@
 #   TensorRT headers (public NVIDIA/TensorRT tags v10.3.0, v11.1) extracted to .gpu/trt/<version>/include
 # Then: run with carry [".gpu"], command `bash benchmarks/gpu_session.sh`, timeout_s about 500 (it took
 # 220-280 s on an H200). Knobs: PYTEST_ARGS, BENCH (names), BENCH_TIMEOUT, PYTEST_TIMEOUT, SUITE_BENCH=0,
-# NCU=0, NCU_ADDER=0, ADDER_LAYER.
+# NCU=0, NCU_ADDER=1 (AdderConv profile too; off by default since issue 10 closed), ADDER_LAYER.
+# What to read first (issue 11): bench_layers.json's binary_summary — best_prepass_tile vs best_fused_tile
+# per layer (the fused kernel is forced only; binaryBmmaTileRule still picks 0-7) — and bench_bnn_net's
+# speedups (eager and CUDA-graph replay); ncu.txt has the rule's kernel and every fused tile on the
+# workhorse and a 1x1 layer.
 set -u
 export PYTHONUNBUFFERED=1
 FOUT=${OUT:-/tmp/out}; mkdir -p "$FOUT"
@@ -52,13 +56,13 @@ fi
 if [ "${NCU:-1}" = 1 ]; then
   stamp "ncu"
   S="--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats --section InstructionStats"
-  ( cd benchmarks && if [ "${NCU_ADDER:-1}" = 1 ]; then timeout 120 ncu --clock-control none --profile-from-start off --target-processes all $S \
+  ( cd benchmarks && if [ "${NCU_ADDER:-0}" = 1 ]; then timeout 120 ncu --clock-control none --profile-from-start off --target-processes all $S \
       -o /tmp/adder_ncu -f python3 profile_adder.py --layer ${ADDER_LAYER:-r18.l3.3x3.256-256} > /tmp/ncu_a.log 2>&1; fi;
     timeout 120 ncu --clock-control none --profile-from-start off --target-processes all $S \
       -o /tmp/bin_ncu -f python3 profile_binary.py --layer bnn.3x3.256-256.14 > /tmp/ncu_b.log 2>&1
     timeout 120 ncu --clock-control none --profile-from-start off --target-processes all $S \
       -o /tmp/bin1x1_ncu -f python3 profile_binary.py --layer r50.l1.1x1.64-256 > /tmp/ncu_c.log 2>&1 )
-  { tail -5 /tmp/ncu_a.log /tmp/ncu_b.log /tmp/ncu_c.log; for r in /tmp/adder_ncu /tmp/bin_ncu /tmp/bin1x1_ncu; do
+  { tail -5 /tmp/ncu_a.log /tmp/ncu_b.log /tmp/ncu_c.log 2>/dev/null; for r in /tmp/adder_ncu /tmp/bin_ncu /tmp/bin1x1_ncu; do
       [ -f $r.ncu-rep ] && ncu --import $r.ncu-rep --page details --print-units base; done; } > "$FOUT/ncu.txt" 2>&1
 fi
 stamp end

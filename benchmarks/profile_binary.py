@@ -1,5 +1,7 @@
 """Launch each BinaryConv CUDA kernel once on one layer, for a profiler (ncu) to capture: the BMMA
-tensor-core kernel (FP16 input, then packed input and output), and the XNOR/popcount kernel.
+tensor-core kernel with the rule's tile (FP16 input, then packed input and output), the XNOR/popcount
+kernel, then each fused BMMA tile forced (FP16 input, packed input and output): P_a summed in the
+k-loop, no pre-pass kernel (trt_plugins/KERNELS.md).
 
     ncu --profile-from-start off ... python benchmarks/profile_binary.py --layer bnn.3x3.256-256.14
 
@@ -28,12 +30,21 @@ def main(argv=None):
         return ext.binary_forward_ex(inp, prep, ones, zeros, c, m, k, k, st, pads, dil, 1, 1, 0,
                                      packed, packed, 1, kernel)
 
+    fused = [i for i, t in enumerate(ext.binary_bmma_tiles()) if t.startswith("fused")]
+
     def round_():
         fwd(x, 2, False)
         fwd(xp, 2, True)
         fwd(x, 1, False)
+        try:
+            for i in fused:
+                ext.binary_bmma_force_tile(i)
+                fwd(x, 2, False)
+                fwd(xp, 2, True)
+        finally:
+            ext.binary_bmma_force_tile(-1)
 
-    profiled_round(round_, f"{name}: BMMA (fp16 in), BMMA (packed in/out), popcount")
+    profiled_round(round_, f"{name}: BMMA (fp16 in), BMMA (packed in/out), popcount, then fused tiles {fused}")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,48 @@ def torch_cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_binary_summary_splits_prepass_and_fused_tiles():
+    """The sweep's summary names the fastest tile of each BMMA kernel (P_a pre-pass vs fused) and of the
+    forced packed-chain runs: the figures the tile rule is chosen from."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_layers
+    finally:
+        sys.path.pop(0)
+
+    def rec(impl, ms, tile=None):
+        r = dict(layer="L", impl=impl, dtype="fp16", ms_median=ms)
+        return r if tile is None else dict(r, tile=tile)
+
+    records = [rec("cudnn_conv", 0.060), rec("cmc_binary_bmma", 0.040),
+               rec("cmc_binary_bmma_tile0", 0.050, "32x256 (warp 2x8, 1x4 warps)"),
+               rec("cmc_binary_bmma_tile2", 0.038, "128x64 (warp 4x4, 2x2 warps)"),
+               rec("cmc_binary_bmma_tile9", 0.030, "fused 128x64 (warp 4x4, 2x2 warps)"),
+               rec("cmc_binary_bmma_tile11", 0.045, "fused 64x64 (warp 2x2, 2x4 warps)"),
+               rec("cmc_binary_bmma_packed_io_tile9", 0.020, "fused 128x64 (warp 4x4, 2x2 warps)"),
+               rec("cmc_binary_bmma_tile3", 0.001, "64x64 (warp 2x4, 2x2 warps)") | {"dtype": "fp32"}]
+    (row,) = bench_layers.binary_summary(records)
+    assert row["best_tile"] == "fused 128x64 (warp 4x4, 2x2 warps)" and row["best_tile_ms"] == 0.030
+    assert row["best_prepass_tile"] == "128x64 (warp 4x4, 2x2 warps)" and row["best_prepass_tile_ms"] == 0.038
+    assert row["best_fused_tile"] == "fused 128x64 (warp 4x4, 2x2 warps)"
+    assert row["best_fused_tile_speedup_vs_cudnn_fp16"] == 2.0
+    assert len(row["tile_ms"]) == 4  # fp16 sweep rows only, packed-chain rows apart
+    assert row["best_packed_io_tile"] == "fused 128x64 (warp 4x4, 2x2 warps)"
+    assert row["best_packed_io_tile_speedup_vs_cudnn_fp16"] == 3.0
+
+
+def test_bnn_net_speedups_pair_eager_and_graph_runs():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_bnn_net
+    finally:
+        sys.path.pop(0)
+    recs = [dict(net="nin", batch=64, impl=i, ms_median=ms) for i, ms in
+            (("cmc", 2.0), ("cudnn_fp16", 4.0), ("cmc_graph", 0.5), ("cudnn_fp16_graph", 2.0))]
+    recs += [dict(net="resnet18", batch=1, impl="cmc", ms_median=1.0),
+             dict(net="resnet18", batch=1, impl="cudnn_fp16", error="out of memory")]
+    (row,) = bench_bnn_net.speedups(recs)  # a pair with an error gives no row
+    assert row == {"net": "nin", "batch": 64, "eager_cmc_ms": 2.0, "eager_cudnn_fp16_ms": 4.0, "eager_speedup": 2.0,
+                   "graph_cmc_ms": 0.5, "graph_cudnn_fp16_ms": 2.0, "graph_speedup": 4.0}

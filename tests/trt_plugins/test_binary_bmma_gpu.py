@@ -167,6 +167,12 @@ def test_every_bmma_tile_shape_is_exact(ext, case):
     xp_odd = buf[1:].view(xp.shape)
     xp_odd.copy_(xp)
     assert xp_odd.data_ptr() % 16 != 0
+    # garbage in its pad bits (the contract: ignored), which the fused tiles' in-loop P_a must mask off
+    c = a["c"]
+    pad = [(~((1 << max(0, min(32, c - 32 * k))) - 1)) & 0xFFFFFFFF for k in range(xp.shape[-1])]
+    pad_bits = torch.tensor(np.array(pad, dtype=np.uint32).view(np.int32), device=DEV) & 0x5A5A5A5A
+    xp_odd |= pad_bits
+    assert bool((pad_bits != 0).any()) == (c % 128 != 0)
     tiles = ext.binary_bmma_tiles()
     assert len(tiles) >= 2
     try:

@@ -61,7 +61,7 @@ def model(tmp_path_factory):
     so.cmc_model_prepared_size.restype = ctypes.c_longlong
     so.cmc_model_pack_activations.argtypes = [ctypes.c_int32] * 4 + [f32p, i32p]
     so.cmc_model_prepare_weights.argtypes = [i32p, i32p, vp]
-    so.cmc_model_bmma_forward.argtypes = [i32p, i32p, vp, f32p, f32p, ctypes.c_int, f32p, i32p]
+    so.cmc_model_bmma_forward.argtypes = [i32p, i32p, vp, f32p, f32p, ctypes.c_int, f32p, i32p, ctypes.c_int]
     return so
 
 
@@ -74,7 +74,7 @@ def _geom(case):
     return np.array([n, c, h, w, m, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, 1], dtype=np.int32)
 
 
-def _run(model, case, x, w_packed, scale, shift, relu):
+def _run(model, case, x, w_packed, scale, shift, relu, fused=False):
     n, c, h, w, m = case[:5]
     geom = _geom(case)
     assert model.cmc_model_supports_bmma(_ptr(geom, ctypes.c_int32)) == 1
@@ -93,7 +93,7 @@ def _run(model, case, x, w_packed, scale, shift, relu):
     sc, sh = np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(shift, np.float32)
     rc = model.cmc_model_bmma_forward(_ptr(geom, ctypes.c_int32), _ptr(xp, ctypes.c_int32), prep.ctypes.data,
                                       _ptr(sc, ctypes.c_float), _ptr(sh, ctypes.c_float), int(relu),
-                                      _ptr(y, ctypes.c_float), _ptr(yp, ctypes.c_int32))
+                                      _ptr(y, ctypes.c_float), _ptr(yp, ctypes.c_int32), int(fused))
     assert rc == 0
     return y, yp
 
@@ -108,22 +108,25 @@ def _data(case, seed):
     return x, wt
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["prepass", "fused"])
 @pytest.mark.parametrize("case", GRID, ids=IDS)
-def test_model_raw_sums_equal_reference(model, case):
+def test_model_raw_sums_equal_reference(model, case, fused):
+    """Both kernel variants: P_a from the pre-pass, or folded into the k-loop (fused tiles)."""
     x, wt = _data(case, 11)
     m = case[4]
     packed = binary_ref.pack_weights(wt)
     attrs = dict(kernel_shape=list(case[5]), strides=case[6], pads=case[7], dilations=case[8], group=1,
                  binarize_input=1, activation=0)
     want = binary_ref.reference(x.astype(np.float64), packed, np.ones(m), np.zeros(m), **attrs)
-    y, _ = _run(model, case, x, packed, np.ones(m), np.zeros(m), relu=False)
+    y, _ = _run(model, case, x, packed, np.ones(m), np.zeros(m), relu=False, fused=fused)
     assert y.shape == want.shape
     np.testing.assert_array_equal(y.astype(np.float64), want)  # exact integers
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["prepass", "fused"])
 @pytest.mark.parametrize("case", GRID, ids=IDS)
 @pytest.mark.parametrize("relu", [0, 1])
-def test_model_epilogue_and_packed_bits(model, case, relu):
+def test_model_epilogue_and_packed_bits(model, case, relu, fused):
     x, wt = _data(case, 12)
     m = case[4]
     rng = np.random.default_rng(13)
@@ -134,7 +137,7 @@ def test_model_epilogue_and_packed_bits(model, case, relu):
     attrs = dict(kernel_shape=list(case[5]), strides=case[6], pads=case[7], dilations=case[8], group=1,
                  binarize_input=1, activation=relu)
     want = binary_ref.reference(x.astype(np.float64), packed, scale, shift, **attrs)
-    y, yp = _run(model, case, x, packed, scale, shift, relu=bool(relu))
+    y, yp = _run(model, case, x, packed, scale, shift, relu=bool(relu), fused=fused)
     assert np.abs(y - want).max() <= binary_ref.CONTRACT.tol("float32") * max(np.abs(want).max(), 1e-12)
     # packed bits: the sign the next layer takes of exactly these float values; pad bits zero
     words = yp.view(np.uint32).astype(np.uint64)

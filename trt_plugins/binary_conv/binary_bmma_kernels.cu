@@ -157,7 +157,11 @@ __device__ __forceinline__ void storePair(__half* y, __half a, __half b) { *rein
 
 // One warp computes WM 16-row tiles x WN 8-column tiles; a block holds WARPS_M x WARPS_N warps.
 // WM is even, so a warp's rows are whole 32-channel words of a packed output.
-template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT>
+// FUSED: no P_a pre-pass (popA unused) — each lane adds up the real channel bits of the B words it
+// loads for the MMAs (bits::bmmaPaPart), and the four lanes of a column reduce them by shuffle after
+// the k-loop; the column set-up and terms use the division-free forms (fast divmod, closed-form tap
+// mask). The CPU model runs the same functions (bmma_model.cpp, fused = true).
+template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT, bool FUSED>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N)
 binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __restrict__ x,
                      const uint4* __restrict__ frag, const int32_t* __restrict__ table,
@@ -172,7 +176,8 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
 
     bits::BmmaColumn cols[WN];
 #pragma unroll
-    for (int nt = 0; nt < WN; ++nt) cols[nt] = bits::bmmaColumn(d, col0 + nt * 8 + (lane >> 2));
+    for (int nt = 0; nt < WN; ++nt)
+        cols[nt] = FUSED ? bits::bmmaColumnFast(d, col0 + nt * 8 + (lane >> 2)) : bits::bmmaColumn(d, col0 + nt * 8 + (lane >> 2));
 
     const uint4* aBase = frag + static_cast<int64_t>(mt0) * pl.kSteps * 32 + lane;
     uint4 a[WM], an[WM];
@@ -186,10 +191,19 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
     auto loadB = [&](const bits::BmmaStepIter& it, uint32_t (&dst)[WN][2]) {
         const uint32_t off0 = bits::bmmaItemOffset(d, it.p[0], it.q[0], it.item[0].chunk);
         const uint32_t off1 = bits::bmmaItemOffset(d, it.p[1], it.q[1], it.item[1].chunk);
+        if constexpr (FUSED) {  // the lane's word folded into the offset once per step, not per column
+            const uint32_t lw0 = off0 + static_cast<uint32_t>(lane & 3), lw1 = off1 + static_cast<uint32_t>(lane & 3);
 #pragma unroll
-        for (int nt = 0; nt < WN; ++nt) {
-            dst[nt][0] = bits::bmmaBWord(x, cols[nt], it.item[0], off0, lane);
-            dst[nt][1] = bits::bmmaBWord(x, cols[nt], it.item[1], off1, lane);
+            for (int nt = 0; nt < WN; ++nt) {
+                dst[nt][0] = bits::bmmaBWord(x, cols[nt], it.item[0], lw0, 0);
+                dst[nt][1] = bits::bmmaBWord(x, cols[nt], it.item[1], lw1, 0);
+            }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < WN; ++nt) {
+                dst[nt][0] = bits::bmmaBWord(x, cols[nt], it.item[0], off0, lane);
+                dst[nt][1] = bits::bmmaBWord(x, cols[nt], it.item[1], off1, lane);
+            }
         }
     };
 
@@ -201,22 +215,58 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0;
 
+    int32_t pa[WN];  // FUSED: this lane's share of its column's P_a
+#pragma unroll
+    for (int nt = 0; nt < WN; ++nt) pa[nt] = 0;
+
     bits::BmmaStepIter it;
     it.start(pl, d.kw);
     loadA(0, a);
     loadB(it, b);
-    for (int s = 0; s < pl.kSteps; ++s) {
-        const bool more = s + 1 < pl.kSteps;
-        if (more) {  // next k-step's loads in flight while this one's MMAs run
-            it.next(pl, d.kw);
-            loadA(s + 1, an);
-            loadB(it, bn);
+    if constexpr (!FUSED) {
+        for (int s = 0; s < pl.kSteps; ++s) {
+            const bool more = s + 1 < pl.kSteps;
+            if (more) {  // next k-step's loads in flight while this one's MMAs run
+                it.next(pl, d.kw);
+                loadA(s + 1, an);
+                loadB(it, bn);
+            }
+#pragma unroll
+            for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < WN; ++nt) mmaAndPopc(acc[mt][nt], a[mt], b[nt]);
+            if (more) {
+#pragma unroll
+                for (int mt = 0; mt < WM; ++mt) a[mt] = an[mt];
+#pragma unroll
+                for (int nt = 0; nt < WN; ++nt) {
+                    b[nt][0] = bn[nt][0];
+                    b[nt][1] = bn[nt][1];
+                }
+            }
         }
+    } else {
+        // The loads of the next step are unconditional (the last step reloads its own, cached operands)
+        // and so are the register copies: the loop body has no predicated selects, and unrolling by
+        // two lets the compiler rename instead of copy (sm_90 SASS: 248 instead of 301 instructions
+        // per k-step for the 4x4 warp tile; the 4x2 and 2x2 tiles spill on sm_87 when unrolled).
+        const uint32_t lastMask = bits::bmmaPaLastMask(d.c, lane);
+        constexpr int kUnroll = WN >= 4 ? 2 : 1;
+#pragma unroll kUnroll
+        for (int s = 0; s < pl.kSteps; ++s) {
+            const bool more = s + 1 < pl.kSteps;
+            const int32_t chunk0 = it.item[0].chunk, chunk1 = it.item[1].chunk;  // the step b holds
+            if (more) it.next(pl, d.kw);
+            loadA(more ? s + 1 : s, an);
+            loadB(it, bn);
 #pragma unroll
-        for (int mt = 0; mt < WM; ++mt)
+            for (int mt = 0; mt < WM; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < WN; ++nt) mmaAndPopc(acc[mt][nt], a[mt], b[nt]);
-        if (more) {
+                for (int nt = 0; nt < WN; ++nt) mmaAndPopc(acc[mt][nt], a[mt], b[nt]);
+#pragma unroll
+            for (int nt = 0; nt < WN; ++nt)
+                pa[nt] += bits::bmmaPaPart(b[nt][0], chunk0, pl.cpt, lastMask) +
+                          bits::bmmaPaPart(b[nt][1], chunk1, pl.cpt, lastMask);
 #pragma unroll
             for (int mt = 0; mt < WM; ++mt) a[mt] = an[mt];
 #pragma unroll
@@ -224,6 +274,14 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
                 b[nt][0] = bn[nt][0];
                 b[nt][1] = bn[nt][1];
             }
+        }
+    }
+
+    if constexpr (FUSED) {  // the column's four lanes (threadID_in_group) hold its P_a in parts
+#pragma unroll
+        for (int nt = 0; nt < WN; ++nt) {
+            pa[nt] += __shfl_xor_sync(0xffffffffu, pa[nt], 1);
+            pa[nt] += __shfl_xor_sync(0xffffffffu, pa[nt], 2);
         }
     }
 
@@ -240,6 +298,23 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
             sc[mt][hh] = ok ? bits::loadRO(scale + row) : 0.0f;
             sf[mt][hh] = ok ? bits::loadRO(shift + row) : 0.0f;
         }
+    // FUSED: P_b of the whole window, once per row — a column with every tap valid (e.g. 73 % of a
+    // 14x14 3x3 pad-1 layer, all of a 1x1 pad-0 one) takes it from a register instead of gathering
+    // table[row][rect] per output
+    const int32_t fullRect = bits::bmmaFullRect(pl, d.kh, d.kw);
+    int32_t pbFull[WM][2];
+#pragma unroll
+    for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, 2 * hh);
+            pbFull[mt][hh] = (FUSED && row < d.m) ? bits::loadRO(table + static_cast<int64_t>(row) * tableRow + fullRect) : 0;
+        }
+    // P_b of (row, column rectangle rect); rect < 0: a column beyond the output
+    auto popBOf = [&](int mt, int hh, int32_t row, int32_t rect) -> int32_t {
+        if (FUSED && rect == fullRect) return pbFull[mt][hh];
+        return rect >= 0 ? bits::loadRO(table + static_cast<int64_t>(row) * tableRow + rect) : 0;
+    };
     // Column terms: each lane computes those of its own B column (groupID) once; the C fragment's
     // columns (2 threadID_in_group + e) fetch them from lane 4 * column by shuffle. (Each lane used to
     // compute the terms of both its C columns itself: twice the divisions.)
@@ -250,9 +325,9 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
         myRect[nt] = -1;  // -1: beyond the output
         myTerm[nt] = myY[nt] = 0;
         if (pix < d.pixOut) {
-            const bits::BmmaColumnTerms t = bits::bmmaColumnTerms(d, pl, pix);
+            const bits::BmmaColumnTerms t = FUSED ? bits::bmmaColumnTermsFast(d, pl, pix) : bits::bmmaColumnTerms(d, pl, pix);
             myRect[nt] = t.rect;
-            myTerm[nt] = bits::bmmaColumnTerm(d.c, t.nValid, bits::loadRO(popA + pix));
+            myTerm[nt] = bits::bmmaColumnTerm(d.c, t.nValid, FUSED ? pa[nt] : bits::loadRO(popA + pix));
             myY[nt] = t.nImg * d.m * d.howo + t.r;  // < n m ho wo < 2^31 (checked limits)
         }
     }
@@ -279,8 +354,7 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
                     T v[2];
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
-                        const int32_t popB =
-                            rect[e] >= 0 ? bits::loadRO(table + static_cast<int64_t>(row) * tableRow + rect[e]) : 0;
+                        const int32_t popB = popBOf(mt, hh, row, rect[e]);
                         const int32_t dot = bits::bmmaDot(acc[mt][nt][2 * hh + e], popB, colTerm[e]);
                         v[e] = fromFloat<T>(bits::bmmaEpilogue(dot, sc[mt][hh], sf[mt][hh], relu));
                     }
@@ -317,7 +391,7 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
                                 const int mt = 2 * wi + q, i = 2 * hh + e;
                                 const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, i);
                                 if (!colOk || row >= d.m) continue;
-                                const int32_t popB = bits::loadRO(table + static_cast<int64_t>(row) * tableRow + rect);
+                                const int32_t popB = popBOf(mt, hh, row, rect);
                                 const int32_t dot = bits::bmmaDot(acc[mt][nt][i], popB, colTerm);
                                 const float v = bits::bmmaEpilogue(dot, sc[mt][hh], sf[mt][hh], relu);
                                 // the sign of the value as the unpacked output would hold it (rounded to T)
@@ -341,25 +415,30 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
 #endif
 }
 
-template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT>
+template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT, bool FUSED>
 Status launchConfig(const bits::BmmaDims& d, const bits::BmmaPlan& pl, const uint32_t* xp, const uint4* frag,
                     const int32_t* table, const int32_t* popA, const Epilogue& ep, void* y, cudaStream_t stream) {
     const int64_t colsPerBlock = int64_t(WARPS_N) * WN * 8, tilesPerBlock = int64_t(WARPS_M) * WM;
     const int64_t gx = (d.pixOut + colsPerBlock - 1) / colsPerBlock, gy = (pl.mTiles + tilesPerBlock - 1) / tilesPerBlock;
     if (gx > 0x7fffffff || gy > 65535) return Status::kUnsupported;
     const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
-    binaryBmmaConvKernel<WM, WN, WARPS_M, WARPS_N, T, PACKED_OUT><<<grid, 32 * WARPS_M * WARPS_N, 0, stream>>>(
+    binaryBmmaConvKernel<WM, WN, WARPS_M, WARPS_N, T, PACKED_OUT, FUSED><<<grid, 32 * WARPS_M * WARPS_N, 0, stream>>>(
         d, pl, xp, frag, table, popA, ep.scale, ep.shift, ep.relu, y);
     return launchStatus();
 }
 
 // The tile shapes this build holds: (WM, WN, WARPS_M, WARPS_N) = a warp's 16-row x 8-column MMA tiles
-// and the block's warps. Rows of a block = 16 WM WARPS_M, pixels = 8 WN WARPS_N.
+// and the block's warps. Rows of a block = 16 WM WARPS_M, pixels = 8 WN WARPS_N. Tiles 8-11 are the
+// fused kernel (P_a in the k-loop, no pre-pass, division-free set-up) on the four shapes the rule
+// picks; they are bit-exact in the CPU model, and forced by the GPU tests and the bench_layers sweep.
+// The rule keeps 0-7, the shapes timed on an H200, until the sweep has timed 8-11 (KERNELS.md).
 constexpr BmmaTileShape kBmmaTiles[] = {
-    {2, 8, 1, 4, "32x256 (warp 2x8, 1x4 warps)"},  {4, 4, 1, 4, "64x128 (warp 4x4, 1x4 warps)"},
-    {4, 4, 2, 2, "128x64 (warp 4x4, 2x2 warps)"},  {2, 4, 2, 2, "64x64 (warp 2x4, 2x2 warps)"},
-    {2, 4, 4, 1, "128x32 (warp 2x4, 4x1 warps)"},  {4, 2, 2, 2, "128x32 (warp 4x2, 2x2 warps)"},
-    {2, 4, 1, 2, "32x64 (warp 2x4, 1x2 warps)"},   {2, 2, 2, 4, "64x64 (warp 2x2, 2x4 warps)"},
+    {2, 8, 1, 4, false, "32x256 (warp 2x8, 1x4 warps)"},  {4, 4, 1, 4, false, "64x128 (warp 4x4, 1x4 warps)"},
+    {4, 4, 2, 2, false, "128x64 (warp 4x4, 2x2 warps)"},  {2, 4, 2, 2, false, "64x64 (warp 2x4, 2x2 warps)"},
+    {2, 4, 4, 1, false, "128x32 (warp 2x4, 4x1 warps)"},  {4, 2, 2, 2, false, "128x32 (warp 4x2, 2x2 warps)"},
+    {2, 4, 1, 2, false, "32x64 (warp 2x4, 1x2 warps)"},   {2, 2, 2, 4, false, "64x64 (warp 2x2, 2x4 warps)"},
+    {4, 4, 1, 4, true, "fused 64x128 (warp 4x4, 1x4 warps)"}, {4, 4, 2, 2, true, "fused 128x64 (warp 4x4, 2x2 warps)"},
+    {4, 2, 2, 2, true, "fused 128x32 (warp 4x2, 2x2 warps)"}, {2, 2, 2, 4, true, "fused 64x64 (warp 2x2, 2x4 warps)"},
 };
 constexpr int32_t kNumBmmaTiles = static_cast<int32_t>(sizeof(kBmmaTiles) / sizeof(kBmmaTiles[0]));
 thread_local int32_t tForcedTile = -1;  // binaryBmmaForceTile (tuning): -1 = the rule below
@@ -382,33 +461,42 @@ int32_t currentSmCount() {
     return count;
 }
 
+// The tile a forward runs: the forced one (tuning), else the rule.
+int32_t chosenTile(const ConvGeometry& g) { return tForcedTile >= 0 ? tForcedTile : binaryBmmaTileRule(g, currentSmCount()); }
+
 template <typename T, bool PACKED_OUT>
-Status launchBmmaConv(const ConvGeometry& g, const bits::BmmaDims& d, const bits::BmmaPlan& pl, const uint32_t* xp,
+Status launchBmmaConv(int32_t tile, const bits::BmmaDims& d, const bits::BmmaPlan& pl, const uint32_t* xp,
                       const uint4* frag, const int32_t* table, const int32_t* popA, const Epilogue& ep, void* y,
                       cudaStream_t stream) {
-    const int32_t tile = tForcedTile >= 0 ? tForcedTile : binaryBmmaTileRule(g, currentSmCount());
-#define CMC_BMMA_TILE(I, WM, WN, AM, AN) \
-    case I: return launchConfig<WM, WN, AM, AN, T, PACKED_OUT>(d, pl, xp, frag, table, popA, ep, y, stream);
+#define CMC_BMMA_TILE(I, WM, WN, AM, AN, F) \
+    case I: return launchConfig<WM, WN, AM, AN, T, PACKED_OUT, F>(d, pl, xp, frag, table, popA, ep, y, stream);
     switch (tile) {  // must list kBmmaTiles in order (static_asserts below)
-        CMC_BMMA_TILE(0, 2, 8, 1, 4)
-        CMC_BMMA_TILE(1, 4, 4, 1, 4)
-        CMC_BMMA_TILE(2, 4, 4, 2, 2)
-        CMC_BMMA_TILE(3, 2, 4, 2, 2)
-        CMC_BMMA_TILE(4, 2, 4, 4, 1)
-        CMC_BMMA_TILE(5, 4, 2, 2, 2)
-        CMC_BMMA_TILE(6, 2, 4, 1, 2)
-        CMC_BMMA_TILE(7, 2, 2, 2, 4)
+        CMC_BMMA_TILE(0, 2, 8, 1, 4, false)
+        CMC_BMMA_TILE(1, 4, 4, 1, 4, false)
+        CMC_BMMA_TILE(2, 4, 4, 2, 2, false)
+        CMC_BMMA_TILE(3, 2, 4, 2, 2, false)
+        CMC_BMMA_TILE(4, 2, 4, 4, 1, false)
+        CMC_BMMA_TILE(5, 4, 2, 2, 2, false)
+        CMC_BMMA_TILE(6, 2, 4, 1, 2, false)
+        CMC_BMMA_TILE(7, 2, 2, 2, 4, false)
+        CMC_BMMA_TILE(8, 4, 4, 1, 4, true)
+        CMC_BMMA_TILE(9, 4, 4, 2, 2, true)
+        CMC_BMMA_TILE(10, 4, 2, 2, 2, true)
+        CMC_BMMA_TILE(11, 2, 2, 2, 4, true)
         default: return Status::kInvalidArgument;
     }
 #undef CMC_BMMA_TILE
 }
-static_assert(kNumBmmaTiles == 8, "launchBmmaConv's switch lists every tile shape");
+static_assert(kNumBmmaTiles == 12, "launchBmmaConv's switch lists every tile shape");
 static_assert(kBmmaTiles[3].wm == 2 && kBmmaTiles[3].wn == 4 && kBmmaTiles[3].warpsM == 2 && kBmmaTiles[7].warpsN == 4,
               "launchBmmaConv's switch matches kBmmaTiles");
+static_assert(!kBmmaTiles[7].fused && kBmmaTiles[8].fused && kBmmaTiles[8].wm == 4 && kBmmaTiles[9].warpsM == 2 &&
+                  kBmmaTiles[10].wn == 2 && kBmmaTiles[11].warpsN == 4 && kBmmaTiles[11].fused,
+              "launchBmmaConv's switch matches kBmmaTiles (fused tiles)");
 
 // The kernel whose attributes tell what code this binary holds for the device.
 const void* probeKernel() {
-    return reinterpret_cast<const void*>(&binaryBmmaConvKernel<2, 8, 1, 4, float, false>);
+    return reinterpret_cast<const void*>(&binaryBmmaConvKernel<2, 8, 1, 4, float, false, false>);
 }
 
 }  // namespace
@@ -470,19 +558,23 @@ Status launchBmmaForward(const ConvGeometry& g, DType dtype, const uint32_t* xp,
     const bits::BmmaPlan pl = bits::makeBmmaPlan(g.m, g.c, g.kh, g.kw);
     const bits::PreparedLayout L = binaryPreparedLayout(g);
     if (!L.bmma) return Status::kUnsupported;
-    const int popBlocks = static_cast<int>(std::min<int64_t>((int64_t(d.pixOut) + kPopThreads - 1) / kPopThreads, 1 << 16));
-    if (reinterpret_cast<uintptr_t>(xp) % 16 == 0)
-        pixelPopcountKernel<true><<<popBlocks, kPopThreads, 0, stream>>>(d, xp, popA);
-    else
-        pixelPopcountKernel<false><<<popBlocks, kPopThreads, 0, stream>>>(d, xp, popA);
-    if (launchStatus() != Status::kSuccess) return Status::kCudaError;
+    const int32_t tile = chosenTile(g);
+    if (tile < 0 || tile >= kNumBmmaTiles) return Status::kInvalidArgument;
+    if (!kBmmaTiles[tile].fused) {  // the fused kernel sums P_a itself
+        const int popBlocks = static_cast<int>(std::min<int64_t>((int64_t(d.pixOut) + kPopThreads - 1) / kPopThreads, 1 << 16));
+        if (reinterpret_cast<uintptr_t>(xp) % 16 == 0)
+            pixelPopcountKernel<true><<<popBlocks, kPopThreads, 0, stream>>>(d, xp, popA);
+        else
+            pixelPopcountKernel<false><<<popBlocks, kPopThreads, 0, stream>>>(d, xp, popA);
+        if (launchStatus() != Status::kSuccess) return Status::kCudaError;
+    }
     const uint4* frag = reinterpret_cast<const uint4*>(prepared + L.fragOff);
     const int32_t* table = reinterpret_cast<const int32_t*>(prepared + L.tableOff);
     if (dtype == DType::kFloat32)
-        return outputPacked ? launchBmmaConv<float, true>(g, d, pl, xp, frag, table, popA, ep, y, stream)
-                            : launchBmmaConv<float, false>(g, d, pl, xp, frag, table, popA, ep, y, stream);
-    return outputPacked ? launchBmmaConv<__half, true>(g, d, pl, xp, frag, table, popA, ep, y, stream)
-                        : launchBmmaConv<__half, false>(g, d, pl, xp, frag, table, popA, ep, y, stream);
+        return outputPacked ? launchBmmaConv<float, true>(tile, d, pl, xp, frag, table, popA, ep, y, stream)
+                            : launchBmmaConv<float, false>(tile, d, pl, xp, frag, table, popA, ep, y, stream);
+    return outputPacked ? launchBmmaConv<__half, true>(tile, d, pl, xp, frag, table, popA, ep, y, stream)
+                        : launchBmmaConv<__half, false>(tile, d, pl, xp, frag, table, popA, ep, y, stream);
 }
 
 }  // namespace detail

@@ -17,6 +17,7 @@ namespace detail {
 // A BMMA tile shape: a warp's WM x WN m16n8 tiles, WARPS_M x WARPS_N warps per block.
 struct BmmaTileShape {
     int32_t wm, wn, warpsM, warpsN;
+    bool fused;  // the fused kernel: P_a summed in the k-loop (no pre-pass), division-free set-up
     const char* name;
 };
 
@@ -31,7 +32,8 @@ bool bmmaCodeForCurrentDevice();
 Status launchPackActivations(int32_t n, int32_t c, int32_t h, int32_t w, DType dtype, const void* x, uint32_t* xp,
                              cudaStream_t stream);
 
-// The BMMA forward: P_a pre-pass into popA (d.pixOut int32), then the tensor-core kernel.
+// The BMMA forward: P_a pre-pass into popA (d.pixOut int32; skipped by the fused tiles), then the
+// tensor-core kernel with the forced tile or binaryBmmaTileRule's.
 // xp: packed input, prepared: the prepared weights (layout binaryPreparedLayout(g), BMMA part present).
 Status launchBmmaForward(const ConvGeometry& g, DType dtype, const uint32_t* xp, const unsigned char* prepared,
                          int32_t* popA, const Epilogue& ep, bool outputPacked, void* y, cudaStream_t stream);

@@ -119,6 +119,7 @@ struct BmmaDims {
     int32_t sh, sw, pt, pl, dh, dw;
     int32_t ho, wo, howo, pixOut;
     int32_t wppIn, wppOut;  // packed words per pixel of the input (c) and of a packed output (m)
+    math::FastDivmod fdHowo, fdWo;  // pixel -> (image, oh * wo + ow) -> (oh, ow) without divisions
 };
 
 inline BmmaDims makeBmmaDims(const ConvGeometry& g) {
@@ -129,6 +130,8 @@ inline BmmaDims makeBmmaDims(const ConvGeometry& g) {
     d.ho = g.outH(); d.wo = g.outW(); d.howo = d.ho * d.wo; d.pixOut = g.n * d.howo;
     d.wppIn = wordsPerPixel(g.c);
     d.wppOut = wordsPerPixel(g.m);
+    d.fdHowo = math::makeFastDivmod(d.howo);
+    d.fdWo = math::makeFastDivmod(d.wo);
     return d;
 }
 
@@ -196,36 +199,41 @@ CMC_HD BmmaItem bmmaItem(const BmmaPlan& p, int32_t s, int32_t h) {
 }
 
 // Walks the k-steps in order without divisions: item0/item1 (+ their kernel-window rows/columns
-// p, q) for the current step; next() moves to the following one. Equal to bmmaItem (host-tested).
+// p, q) for the current step; next() moves to the following one. The window position of the step's
+// first tap (tp, tq) advances by one or two taps per tap (pair) with a carry into the row, so no
+// tap / kw division is left in the kernel's k-loop. Equal to bmmaItem (host-tested).
 struct BmmaStepIter {
     BmmaItem item[2];
     int32_t p[2], q[2];
-    int32_t u, j;  // pairTaps: tap pair and chunk; else: tap and chunk pair
+    int32_t u, j;    // pairTaps: tap pair and chunk; else: tap and chunk pair
+    int32_t tp, tq;  // window row / column of tap 2u (pairTaps) or u
 
-    CMC_HD void setTap(int32_t h, int32_t tap, int32_t chunk, const BmmaPlan& pl, int32_t kw) {
-        if (tap >= 0 && tap < pl.taps && chunk < pl.cpt) {
-            item[h].tap = tap;
-            item[h].chunk = chunk;
-            p[h] = tap / kw;
-            q[h] = tap - p[h] * kw;
-        } else {
-            item[h].tap = -1;
-            item[h].chunk = 0;
-            p[h] = q[h] = 0;
+    CMC_HD static void advanceTap(int32_t& pp, int32_t& qq, int32_t kw) {
+        if (++qq == kw) {
+            qq = 0;
+            ++pp;
         }
+    }
+    CMC_HD void setTap(int32_t h, int32_t tap, int32_t chunk, int32_t pp, int32_t qq, const BmmaPlan& pl) {
+        const bool ok = tap < pl.taps && chunk < pl.cpt;
+        item[h].tap = ok ? tap : -1;
+        item[h].chunk = ok ? chunk : 0;
+        p[h] = ok ? pp : 0;
+        q[h] = ok ? qq : 0;
     }
     CMC_HD void load(const BmmaPlan& pl, int32_t kw) {
         if (pl.pairTaps) {
-            setTap(0, 2 * u, j, pl, kw);
-            setTap(1, 2 * u + 1, j, pl, kw);
+            int32_t p1 = tp, q1 = tq;
+            advanceTap(p1, q1, kw);
+            setTap(0, 2 * u, j, tp, tq, pl);
+            setTap(1, 2 * u + 1, j, p1, q1, pl);
         } else {
-            setTap(0, u, 2 * j, pl, kw);
-            setTap(1, u, 2 * j + 1, pl, kw);
+            setTap(0, u, 2 * j, tp, tq, pl);
+            setTap(1, u, 2 * j + 1, tp, tq, pl);
         }
     }
     CMC_HD void start(const BmmaPlan& pl, int32_t kw) {
-        u = 0;
-        j = 0;
+        u = j = tp = tq = 0;
         load(pl, kw);
     }
     CMC_HD void next(const BmmaPlan& pl, int32_t kw) {
@@ -233,10 +241,12 @@ struct BmmaStepIter {
         if (++j == inner) {
             j = 0;
             ++u;
-            load(pl, kw);  // a new tap (pair): one division by kw per tap, not per step
+            advanceTap(tp, tq, kw);
+            if (pl.pairTaps) advanceTap(tp, tq, kw);
+            load(pl, kw);
         } else if (pl.pairTaps) {
             item[0].chunk = j;
-            item[1].chunk = j;
+            item[1].chunk = item[1].tap >= 0 ? j : 0;
         } else {
             item[0].chunk = 2 * j;
             const bool has1 = 2 * j + 1 < pl.cpt;
@@ -278,6 +288,33 @@ CMC_HD BmmaColumn bmmaColumn(const BmmaDims& d, int32_t pix) {
     const TapRange rq = validTapRange1D(ow, d.w, d.kw, d.sw, d.pl, d.dw);
     for (int32_t p = rp.lo; p <= rp.hi; ++p)
         for (int32_t q = rq.lo; q <= rq.hi; ++q) col.tapMask |= uint64_t(1) << (p * d.kw + q);
+    return col;
+}
+
+// The valid taps of a column as a mask, without the tap loop: the kw-bit run [rq.lo, rq.hi] repeated
+// on each valid window row (2 << hi wraps to 0 for hi = 63, and the difference is still the run).
+CMC_HD uint64_t bmmaTapMask(TapRange rp, TapRange rq, int32_t kw) {
+    if (rangeSize(rp) == 0 || rangeSize(rq) == 0) return 0;
+    const uint64_t run = (uint64_t(2) << rq.hi) - (uint64_t(1) << rq.lo);
+    uint64_t mask = 0;
+    for (int32_t p = rp.lo; p <= rp.hi; ++p) mask |= run << (p * kw);
+    return mask;
+}
+
+// bmmaColumn with the fast divisions of d and bmmaTapMask (what the fused kernel runs; host-tested equal).
+CMC_HD BmmaColumn bmmaColumnFast(const BmmaDims& d, int32_t pix) {
+    BmmaColumn col;
+    if (pix < 0 || pix >= d.pixOut) return col;
+    int32_t nn, r, oh, ow;
+    math::fastDivmod(d.fdHowo, pix, nn, r);
+    math::fastDivmod(d.fdWo, r, oh, ow);
+    const int32_t ih0 = oh * d.sh - d.pt, iw0 = ow * d.sw - d.pl;
+    col.base = ((static_cast<uint32_t>(nn) * static_cast<uint32_t>(d.h) + static_cast<uint32_t>(ih0)) *
+                    static_cast<uint32_t>(d.w) +
+                static_cast<uint32_t>(iw0)) *
+               static_cast<uint32_t>(d.wppIn);
+    col.tapMask = bmmaTapMask(validTapRange1D(oh, d.h, d.kh, d.sh, d.pt, d.dh),
+                              validTapRange1D(ow, d.w, d.kw, d.sw, d.pl, d.dw), d.kw);
     return col;
 }
 
@@ -365,6 +402,41 @@ CMC_HD BmmaColumnTerms bmmaColumnTerms(const BmmaDims& d, const BmmaPlan& p, int
     t.rect = rangeIndex(a, d.kh) * p.rangesW + rangeIndex(b, d.kw);
     t.nValid = rangeSize(a) * rangeSize(b);
     return t;
+}
+
+// The rectangle index of a column whose every tap is valid (the whole window): in a filter's table,
+// the entry the fused kernel loads once per row and uses for all such interior columns.
+CMC_HD int32_t bmmaFullRect(const BmmaPlan& p, int32_t kh, int32_t kw) {
+    TapRange a, b;
+    a.lo = b.lo = 0;
+    a.hi = kh - 1;
+    b.hi = kw - 1;
+    return rangeIndex(a, kh) * p.rangesW + rangeIndex(b, kw);
+}
+
+// bmmaColumnTerms with the fast divisions of d (host-tested equal).
+CMC_HD BmmaColumnTerms bmmaColumnTermsFast(const BmmaDims& d, const BmmaPlan& p, int32_t pix) {
+    BmmaColumnTerms t;
+    int32_t oh, ow;
+    math::fastDivmod(d.fdHowo, pix, t.nImg, t.r);
+    math::fastDivmod(d.fdWo, t.r, oh, ow);
+    const TapRange a = validTapRange1D(oh, d.h, d.kh, d.sh, d.pt, d.dh);
+    const TapRange b = validTapRange1D(ow, d.w, d.kw, d.sw, d.pl, d.dw);
+    t.rect = rangeIndex(a, d.kh) * p.rangesW + rangeIndex(b, d.kw);
+    t.nValid = rangeSize(a) * rangeSize(b);
+    return t;
+}
+
+// P_a folded into the k-loop (the fused kernel): a lane's share of its column's P_a from one B word it
+// loaded for the MMA — the word's real channel bits. The B word is already 0 for a padded tap, an
+// empty half or a column beyond the output, so summing this over the k-steps and over the four lanes
+// of the column (threadID_in_group = word of the chunk) gives bmmaPixelPopcount exactly. Only the
+// pixel's last 128-bit chunk can hold pad bits: lastMask = bmmaPaLastMask(c, lane), once per lane.
+CMC_HD uint32_t bmmaPaLastMask(int32_t c, int32_t lane) {
+    return channelMask(c, (chunksPerPixel(c) - 1) * kChunkWords + (lane & 3));
+}
+CMC_HD int32_t bmmaPaPart(uint32_t bWord, int32_t chunk, int32_t cpt, uint32_t lastMask) {
+    return popc32(bWord & (chunk == cpt - 1 ? lastMask : 0xffffffffu));
 }
 
 // P_a of a pixel: popcount of the real channel bits of every valid tap (pad bits ignored).

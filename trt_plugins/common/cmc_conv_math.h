@@ -77,5 +77,37 @@ CMC_HD void radix3Inc(Radix3& v, int32_t r1, int32_t r2) {
     }
 }
 
+// Division by a runtime divisor d >= 1 without a division instruction (a 32-bit divide by a variable
+// is a ~20-instruction sequence on the GPU; the BMMA kernel's per-column set-up did four per column):
+// q = (umulhi(n, mul) + n) >> shift with shift = ceil(log2 d), mul = floor(2^32 (2^shift - d) / d) + 1,
+// exact for every 0 <= n < 2^31 (the sum then stays below 2^32). Host-tested against / and %.
+struct FastDivmod {
+    uint32_t div = 1, mul = 1, shift = 0;
+};
+
+inline FastDivmod makeFastDivmod(int32_t d) {
+    FastDivmod f;
+    if (d < 1) return f;  // callers pass validated extents; 1 keeps the arithmetic defined
+    f.div = static_cast<uint32_t>(d);
+    while ((uint64_t(1) << f.shift) < f.div) ++f.shift;
+    f.mul = static_cast<uint32_t>(((uint64_t(1) << 32) * ((uint64_t(1) << f.shift) - f.div)) / f.div + 1);
+    return f;
+}
+
+CMC_HD uint32_t fastDiv(const FastDivmod& f, uint32_t n) {
+#if defined(__CUDA_ARCH__)
+    const uint32_t hi = __umulhi(n, f.mul);
+#else
+    const uint32_t hi = static_cast<uint32_t>((uint64_t(n) * f.mul) >> 32);
+#endif
+    return (hi + n) >> f.shift;
+}
+
+// n = q * div + r for 0 <= n < 2^31.
+CMC_HD void fastDivmod(const FastDivmod& f, int32_t n, int32_t& q, int32_t& r) {
+    q = static_cast<int32_t>(fastDiv(f, static_cast<uint32_t>(n)));
+    r = n - q * static_cast<int32_t>(f.div);
+}
+
 }  // namespace math
 }  // namespace cmc

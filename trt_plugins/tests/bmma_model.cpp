@@ -47,7 +47,7 @@ void mmaM16N8K256AndPopc(const uint32_t a[32][4], const uint32_t b[32][2], int32
 }
 
 Status bmmaForward(const ConvGeometry& g, const int32_t* xPackedIn, const void* wPrepared, const float* scale,
-                   const float* shift, bool relu, float* y, int32_t* yPacked) {
+                   const float* shift, bool relu, float* y, int32_t* yPacked, bool fused) {
     if (!binaryBmmaSupportsGeometry(g)) return Status::kInvalidArgument;
     const bits::BmmaDims d = bits::makeBmmaDims(g);
     const bits::BmmaPlan p = bits::makeBmmaPlan(g.m, g.c, g.kh, g.kw);
@@ -57,9 +57,10 @@ Status bmmaForward(const ConvGeometry& g, const int32_t* xPackedIn, const void* 
     const int32_t* table = reinterpret_cast<const int32_t*>(prep + L.tableOff);
     const uint32_t* x = reinterpret_cast<const uint32_t*>(xPackedIn);
 
-    // P_a per output pixel (the popA pre-pass of the kernel)
-    std::vector<int32_t> popA(d.pixOut);
-    for (int32_t pix = 0; pix < d.pixOut; ++pix) popA[pix] = bits::bmmaPixelPopcount(d, x, pix);
+    // P_a per output pixel: the popA pre-pass of the kernel, or (fused) filled in below from the lanes
+    std::vector<int32_t> popA(d.pixOut, -1);
+    if (!fused)
+        for (int32_t pix = 0; pix < d.pixOut; ++pix) popA[pix] = bits::bmmaPixelPopcount(d, x, pix);
 
     const int32_t mTilesPadded = (p.mTiles + 1) & ~1;  // warp tiles hold whole 32-row words
     const int32_t nTiles = (d.pixOut + 7) / 8;
@@ -67,8 +68,10 @@ Status bmmaForward(const ConvGeometry& g, const int32_t* xPackedIn, const void* 
     for (int32_t nt = 0; nt < nTiles; ++nt) {
         const int32_t col0 = nt * 8;
         bits::BmmaColumn cols[32];
-        for (int lane = 0; lane < 32; ++lane) cols[lane] = bits::bmmaColumn(d, col0 + (lane >> 2));
+        for (int lane = 0; lane < 32; ++lane)
+            cols[lane] = fused ? bits::bmmaColumnFast(d, col0 + (lane >> 2)) : bits::bmmaColumn(d, col0 + (lane >> 2));
         std::fill(acc.begin(), acc.end(), 0);
+        int32_t paLane[32] = {};  // fused: each lane's share of its column's P_a (every warp sums the same)
         for (int32_t mt = 0; mt < p.mTiles; ++mt) {
             int32_t c[32][4] = {};
             bits::BmmaStepIter it;
@@ -83,10 +86,22 @@ Status bmmaForward(const ConvGeometry& g, const int32_t* xPackedIn, const void* 
                     b[lane][1] = bits::bmmaBWord(x, cols[lane], it.item[1], off1, lane);
                 }
                 mmaM16N8K256AndPopc(a, b, c);
+                if (fused && mt == 0)
+                    for (int lane = 0; lane < 32; ++lane) {
+                        const uint32_t last = bits::bmmaPaLastMask(g.c, lane);
+                        paLane[lane] += bits::bmmaPaPart(b[lane][0], it.item[0].chunk, p.cpt, last) +
+                                        bits::bmmaPaPart(b[lane][1], it.item[1].chunk, p.cpt, last);
+                    }
                 it.next(p, g.kw);
             }
             std::memcpy(&acc[size_t(mt) * 128], c, sizeof(c));
         }
+        if (fused)  // the kernel's xor-shuffles over lane bits 0 and 1: the column's four lanes
+            for (int gid = 0; gid < 8; ++gid) {
+                const int32_t pix = col0 + gid;
+                if (pix < d.pixOut)
+                    popA[pix] = paLane[4 * gid] + paLane[4 * gid + 1] + paLane[4 * gid + 2] + paLane[4 * gid + 3];
+            }
         // epilogue, lane by lane as the kernel does it
         const int32_t nWords = mTilesPadded / 2;
         std::vector<uint32_t> partial(size_t(32) * 2 * nWords, 0u);  // [lane][e][word]
@@ -94,7 +109,7 @@ Status bmmaForward(const ConvGeometry& g, const int32_t* xPackedIn, const void* 
             for (int e = 0; e < 2; ++e) {
                 const int32_t pix = col0 + bits::fragCCol(lane, e);
                 if (pix >= d.pixOut) continue;
-                const bits::BmmaColumnTerms t = bits::bmmaColumnTerms(d, p, pix);
+                const bits::BmmaColumnTerms t = fused ? bits::bmmaColumnTermsFast(d, p, pix) : bits::bmmaColumnTerms(d, p, pix);
                 const int32_t colTerm = bits::bmmaColumnTerm(g.c, t.nValid, popA[pix]);
                 for (int32_t mt = 0; mt < p.mTiles; ++mt)
                     for (int hh = 0; hh < 2; ++hh) {
@@ -159,11 +174,12 @@ void cmc_model_prepare_weights(const int32_t* geom, const int32_t* wPacked, void
     cmc::binaryConvPrepareWeightsHost(cmcModelGeometry(geom), wPacked, prepared);
 }
 
-// y: float [n, m, ho, wo] or null; yPacked: int32 [n, ho, wo, wpp(m)] (every word written) or null.
+// y: float [n, m, ho, wo] or null; yPacked: int32 [n, ho, wo, wpp(m)] (every word written) or null;
+// fused != 0: the fused kernel variant's P_a and column set-up.
 int cmc_model_bmma_forward(const int32_t* geom, const int32_t* xPacked, const void* prepared, const float* scale,
-                           const float* shift, int relu, float* y, int32_t* yPacked) {
+                           const float* shift, int relu, float* y, int32_t* yPacked, int fused) {
     return static_cast<int>(cmc::model::bmmaForward(cmcModelGeometry(geom), xPacked, prepared, scale, shift,
-                                                    relu != 0, y, yPacked));
+                                                    relu != 0, y, yPacked, fused != 0));
 }
 
 }  // extern "C"

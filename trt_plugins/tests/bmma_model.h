@@ -21,8 +21,11 @@ void mmaM16N8K256AndPopc(const uint32_t a[32][4], const uint32_t b[32][2], int32
 // wPrepared: binaryConvPrepareWeightsHost output; group must be 1 and the geometry BMMA-capable.
 // Unpacked output y: float [n, m, ho, wo]; packed output yPacked: int32 [n, ho, wo, wordsPerPixel(m)]
 // (either may be nullptr). Returns kInvalidArgument for a geometry the BMMA kernel cannot run.
+// fused: as the fused kernel variant computes it — P_a summed lane by lane from the B words of the
+// k-loop and reduced over each column's four lanes (instead of the pre-pass), and the column set-up
+// and terms from the division-free forms.
 Status bmmaForward(const ConvGeometry& g, const int32_t* xPacked, const void* wPrepared, const float* scale,
-                   const float* shift, bool relu, float* y, int32_t* yPacked);
+                   const float* shift, bool relu, float* y, int32_t* yPacked, bool fused = false);
 
 }  // namespace model
 }  // namespace cmc

@@ -143,6 +143,80 @@ void testStepWalk() {
         }
 }
 
+void testFastDivmod() {
+    std::mt19937 rng(77);
+    std::uniform_int_distribution<int32_t> any(0, 0x7ffffffe);
+    const int32_t divisors[] = {1, 2, 3, 5, 7, 14, 28, 49, 56, 112, 196, 3136, 12544, 50176, 65535, 65536, 65537,
+                                (1 << 20) + 1, 0x3fffffff, 0x40000000, 0x40000001, 0x7fffffff};
+    bool ok = true;
+    for (int32_t dv : divisors) {
+        const cmc::math::FastDivmod f = cmc::math::makeFastDivmod(dv);
+        const int64_t edges[] = {0, 1, int64_t(dv) - 1, dv, int64_t(dv) + 1, 2 * int64_t(dv) - 1, 0x7fffffff - 1, 0x7fffffff};
+        for (int64_t e : edges) {
+            if (e < 0 || e > 0x7fffffff) continue;  // the dividends the kernels divide: 0 <= n < 2^31
+            const int32_t n = int32_t(e);
+            int32_t q, r;
+            cmc::math::fastDivmod(f, n, q, r);
+            ok = ok && q == n / dv && r == n % dv;
+        }
+        for (int i = 0; i < 20000; ++i) {
+            const int32_t n = any(rng);
+            int32_t q, r;
+            cmc::math::fastDivmod(f, n, q, r);
+            ok = ok && q == n / dv && r == n % dv;
+        }
+    }
+    for (int32_t dv = 1; dv <= 4096 && ok; ++dv) {  // every small divisor, dividends around its multiples
+        const cmc::math::FastDivmod f = cmc::math::makeFastDivmod(dv);
+        for (int32_t n = 0; n < 64 * dv; n += (dv > 8 ? dv / 8 : 1)) {
+            int32_t q, r;
+            cmc::math::fastDivmod(f, n, q, r);
+            ok = ok && q == n / dv && r == n % dv;
+        }
+    }
+    CHECK(ok);
+}
+
+// The fused kernel's division-free column set-up and terms equal the plain forms, on every pixel
+// (and beyond the output: an empty column).
+void testFastColumns() {
+    const cmc::ConvGeometry cases[] = {
+        geom(2, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1),
+        geom(1, 33, 7, 5, 17, 3, 3, 2, 2, 1, 1, 1, 1),
+        geom(2, 70, 6, 6, 33, 3, 2, 1, 1, 0, 2, 1, 0),
+        geom(1, 64, 9, 9, 16, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2),
+        geom(2, 128, 5, 5, 40, 5, 5, 1, 1, 4, 4, 4, 4),
+        geom(3, 40, 1, 1, 20, 3, 3, 1, 1, 5, 5, 5, 5),
+        geom(1, 31, 8, 3, 9, 2, 3, 3, 1, 0, 0, 3, 2, 2, 1),
+        geom(2, 96, 7, 7, 130, 7, 7, 2, 2, 3, 3, 3, 3),
+        geom(1, 8, 40, 3, 8, 32, 2, 1, 1, 20, 1, 20, 1),   // 64 taps (32 x 2): the mask's top bit
+        geom(1, 8, 3, 40, 8, 2, 32, 1, 1, 1, 20, 1, 20),   // 64 taps (2 x 32): 32-tap runs up to bit 63
+        geom(4, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1),
+    };
+    int interior = 0;
+    for (const auto& g : cases) {
+        CHECK(cmc::binaryBmmaSupportsGeometry(g));
+        const cmc::bits::BmmaDims d = cmc::bits::makeBmmaDims(g);
+        const cmc::bits::BmmaPlan p = cmc::bits::makeBmmaPlan(g.m, g.c, g.kh, g.kw);
+        bool same = true;
+        int full = 0;
+        for (int32_t pix = 0; pix < d.pixOut + 9; ++pix) {
+            const cmc::bits::BmmaColumn a = cmc::bits::bmmaColumn(d, pix), b = cmc::bits::bmmaColumnFast(d, pix);
+            same = same && a.base == b.base && a.tapMask == b.tapMask;
+            if (pix >= d.pixOut) continue;
+            const cmc::bits::BmmaColumnTerms t = cmc::bits::bmmaColumnTerms(d, p, pix);
+            const cmc::bits::BmmaColumnTerms u = cmc::bits::bmmaColumnTermsFast(d, p, pix);
+            same = same && t.nImg == u.nImg && t.r == u.r && t.rect == u.rect && t.nValid == u.nValid;
+            // the whole-window entry the fused kernel keeps per row: exactly the columns with every tap valid
+            full += t.nValid == g.kh * g.kw;
+            same = same && (t.rect == cmc::bits::bmmaFullRect(p, g.kh, g.kw)) == (t.nValid == g.kh * g.kw);
+        }
+        CHECK(same);
+        interior += full;
+    }
+    CHECK(interior > 100);  // the grid has interior columns as well as border ones
+}
+
 void testChooseRule() {
     using cmc::BinaryKernel;
     const auto big = geom(64, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1, 1, 1);
@@ -249,6 +323,9 @@ void runModelCase(const cmc::ConvGeometry& g, std::mt19937& rng, bool zeros) {
     const int wpp = cmc::binaryPackedWordsPerPixel(g.c);
     std::vector<int32_t> xp(size_t(g.n) * g.h * g.w * wpp);
     cmc::binaryPackActivationsPackedHost(g.n, g.c, g.h, g.w, x.data(), xp.data());
+    // garbage in the activations' pad bits must not matter either (P_a masks them, P_ab never sees them)
+    for (size_t i = 0; i < xp.size(); ++i)
+        xp[i] |= int32_t(0x5A5A5A5Au & ~cmc::bits::channelMask(g.c, int32_t(i % wpp)));
     std::vector<unsigned char> prep(cmc::binaryConvPreparedWeightsSize(g) + 16);
     cmc::binaryConvPrepareWeightsHost(g, wp.data(), prep.data());
 
@@ -257,24 +334,29 @@ void runModelCase(const cmc::ConvGeometry& g, std::mt19937& rng, bool zeros) {
     std::vector<float> y(want.size(), -12345.0f);
     const int wppOut = cmc::binaryPackedWordsPerPixel(g.m);
     std::vector<int32_t> yp(size_t(g.n) * ho * wo * wppOut, 0x77777777);
-    CHECK(cmc::model::bmmaForward(g, xp.data(), prep.data(), ones.data(), zerosV.data(), false, y.data(), yp.data()) ==
-          cmc::Status::kSuccess);
-    bool exact = true;
-    for (size_t i = 0; i < want.size(); ++i) exact = exact && double(y[i]) == want[i];
-    if (!exact)
-        std::fprintf(stderr, "  BMMA model != +-1 conv for n%d c%d h%d w%d m%d k%dx%d s%d,%d p%d,%d,%d,%d d%d,%d\n", g.n,
-                     g.c, g.h, g.w, g.m, g.kh, g.kw, g.strideH, g.strideW, g.padTop, g.padLeft, g.padBottom,
-                     g.padRight, g.dilationH, g.dilationW);
-    CHECK(exact);
+    for (int fused = 0; fused < 2; ++fused) {
+        std::fill(y.begin(), y.end(), -12345.0f);
+        CHECK(cmc::model::bmmaForward(g, xp.data(), prep.data(), ones.data(), zerosV.data(), false, y.data(),
+                                      yp.data(), fused != 0) == cmc::Status::kSuccess);
+        bool exact = true;
+        for (size_t i = 0; i < want.size(); ++i) exact = exact && double(y[i]) == want[i];
+        if (!exact)
+            std::fprintf(stderr, "  BMMA model (%s) != +-1 conv for n%d c%d h%d w%d m%d k%dx%d s%d,%d p%d,%d,%d,%d d%d,%d\n",
+                         fused ? "fused" : "pre-pass", g.n, g.c, g.h, g.w, g.m, g.kh, g.kw, g.strideH, g.strideW,
+                         g.padTop, g.padLeft, g.padBottom, g.padRight, g.dilationH, g.dilationW);
+        CHECK(exact);
+    }
     // epilogue with scale/shift/ReLU; packed bits = sign of the same float values, pad bits zero
     std::vector<float> scale(g.m), shift(g.m);
     for (int m = 0; m < g.m; ++m) {
         scale[m] = (m % 3 == 0 ? -0.75f : 0.5f) + 0.01f * m;
         shift[m] = (m % 5 == 0) ? 0.0f : 0.37f * ((m % 7) - 3);
     }
-    for (int relu = 0; relu < 2; ++relu) {
+    for (int run = 0; run < 4; ++run) {
+        const int relu = run & 1;
+        const bool fused = run >= 2;  // the fused variant: P_a from the k-loop's B words
         CHECK(cmc::model::bmmaForward(g, xp.data(), prep.data(), scale.data(), shift.data(), relu != 0, y.data(),
-                                      yp.data()) == cmc::Status::kSuccess);
+                                      yp.data(), fused) == cmc::Status::kSuccess);
         bool valuesOk = true, bitsOk = true;
         for (int n = 0; n < g.n; ++n)
             for (int m = 0; m < g.m; ++m)
@@ -333,6 +415,8 @@ int main() {
     testPackLayout();
     testRanges();
     testStepWalk();
+    testFastDivmod();
+    testFastColumns();
     testChooseRule();
     testTileRule();
     testModelGrid();
