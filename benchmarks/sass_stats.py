@@ -31,7 +31,8 @@ from _common import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "trt_plugins" / "binary_conv" / "binary_bmma_kernels.cu"
-KERNEL = re.compile(r"binaryBmmaConvKernelILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E(6__half|f)Lb([01])ELb([01])E")
+# (WM, WN, WARPS_M, WARPS_N, dtype, PACKED_OUT[, FUSED]): builds before the fused variant have no FUSED
+KERNEL = re.compile(r"binaryBmmaConvKernelILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E(6__half|f)Lb([01])E(?:Lb([01])E)?")
 REGS_PER_SM, MAX_WARPS_PER_SM, REG_ALLOC_UNIT = 65536, 64, 256  # sm_80 / sm_87 / sm_90
 
 

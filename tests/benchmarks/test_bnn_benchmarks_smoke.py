@@ -100,3 +100,32 @@ def test_bnn_net_speedups_pair_eager_and_graph_runs():
     (row,) = bench_bnn_net.speedups(recs)  # a pair with an error gives no row
     assert row == {"net": "nin", "batch": 64, "eager_cmc_ms": 2.0, "eager_cudnn_fp16_ms": 4.0, "eager_speedup": 2.0,
                    "graph_cmc_ms": 0.5, "graph_cudnn_fp16_ms": 2.0, "graph_speedup": 4.0}
+
+
+def test_sass_stats_finds_the_k_loop():
+    """sass_stats.py's reading of cuobjdump output: the largest backward-branch loop that holds BMMAs,
+    its unroll factor from the warp tile, and the register line."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import sass_stats
+    finally:
+        sys.path.pop(0)
+    name = "_ZN3cmc6detail1_20binaryBmmaConvKernelILi2ELi2ELi2ELi4E6__halfLb0ELb1EEEvNS_4bits8BmmaDimsE"
+    body = ["BMMA.168256.AND.POPC R4, R8.ROW, R12.COL, R4"] * 8 + ["IADD3 R1, R1, 0x1, RZ"] * 7
+    lines = [f"\t\tFunction : {name}", "        /*0000*/                   MOV R1, c[0x0][0x28] ;"]
+    lines += [f"        /*{16 * (i + 1):04x}*/                   {t} ;" for i, t in enumerate(body)]
+    lines += [f"        /*{16 * (len(body) + 1):04x}*/              @P0 BRA 0x10 ;",  # the inner loop
+              f"        /*{16 * (len(body) + 2):04x}*/              @P1 BRA 0x0 ;",   # an outer one, larger
+              f"        /*{16 * (len(body) + 3):04x}*/              @P2 BRA 0x60 ;",  # forward: no loop
+              f"        /*{16 * (len(body) + 4):04x}*/                   EXIT ;"]
+    funcs = sass_stats.parse_sass("\n".join(lines))
+    ins = funcs[name]
+    assert len(ins) == len(body) + 5
+    loop = sass_stats.k_loop(ins)
+    assert len(loop) == len(body) + 3  # the largest loop with BMMAs: from 0x0 to the second branch
+    assert sass_stats.KERNEL.search(name).groups() == ("2", "2", "2", "4", "6__half", "0", "1")
+    old = name.replace("Lb0ELb1E", "Lb1E")  # a build before the fused variant: no FUSED parameter
+    assert sass_stats.KERNEL.search(old).groups()[5:] == ("1", None)
+    usage = f"Function {name}:\n    REG:152 STACK:0 SHARED:0 LOCAL:0"
+    assert sass_stats.registers(usage) == {name: {"regs": 152, "stack": 0}}
+    assert sass_stats.warps_per_sm(152, 4) == 12 and sass_stats.warps_per_sm(60, 8) == 32
