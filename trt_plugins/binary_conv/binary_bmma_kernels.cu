@@ -301,18 +301,27 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
     // FUSED: P_b of the whole window, once per row — a column with every tap valid (e.g. 73 % of a
     // 14x14 3x3 pad-1 layer, all of a 1x1 pad-0 one) takes it from a register instead of gathering
     // table[row][rect] per output
+    // FUSED also keeps each row's offsets in Y (row * howo) and in the table (row * tableRow) as int32
+    // (both tensors hold fewer than 2^31 elements: checked limits): the H200-measured epilogue spent
+    // about 70 SASS instructions per pair of outputs, much of it 64-bit index arithmetic redone per store.
     const int32_t fullRect = bits::bmmaFullRect(pl, d.kh, d.kw);
-    int32_t pbFull[WM][2];
+    int32_t pbFull[WM][2], rowY[WM][2], rowT[WM][2];
 #pragma unroll
     for (int mt = 0; mt < WM; ++mt)
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
             const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, 2 * hh);
-            pbFull[mt][hh] = (FUSED && row < d.m) ? bits::loadRO(table + static_cast<int64_t>(row) * tableRow + fullRect) : 0;
+            const bool ok = row < d.m;  // rows past m are never stored (and could overflow int32)
+            rowY[mt][hh] = ok ? row * d.howo : 0;
+            rowT[mt][hh] = ok ? row * tableRow : 0;
+            pbFull[mt][hh] = (FUSED && ok) ? bits::loadRO(table + rowT[mt][hh] + fullRect) : 0;
         }
     // P_b of (row, column rectangle rect); rect < 0: a column beyond the output
     auto popBOf = [&](int mt, int hh, int32_t row, int32_t rect) -> int32_t {
-        if (FUSED && rect == fullRect) return pbFull[mt][hh];
+        if constexpr (FUSED) {
+            if (rect == fullRect) return pbFull[mt][hh];
+            return rect >= 0 ? bits::loadRO(table + (rowT[mt][hh] + rect)) : 0;
+        }
         return rect >= 0 ? bits::loadRO(table + static_cast<int64_t>(row) * tableRow + rect) : 0;
     };
     // Column terms: each lane computes those of its own B column (groupID) once; the C fragment's
@@ -334,6 +343,7 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
     if constexpr (!PACKED_OUT) {
         // C registers i = 2 hh and 2 hh + 1 are adjacent pixels of one row: one 2-element store where
         // both exist, lie in the same image and the address is aligned (else two plain stores)
+        const bool yPairAligned = reinterpret_cast<uintptr_t>(yOut) % (2 * sizeof(T)) == 0;
 #pragma unroll
         for (int nt = 0; nt < WN; ++nt) {
             int32_t rect[2], colTerm[2], yCol[2];
@@ -358,12 +368,23 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
                         const int32_t dot = bits::bmmaDot(acc[mt][nt][2 * hh + e], popB, colTerm[e]);
                         v[e] = fromFloat<T>(bits::bmmaEpilogue(dot, sc[mt][hh], sf[mt][hh], relu));
                     }
-                    T* y = static_cast<T*>(yOut) + static_cast<int64_t>(row) * d.howo + yCol[0];
-                    if (pair && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(T)) == 0) {
-                        storePair(y, v[0], v[1]);
+                    if constexpr (FUSED) {  // int32 offsets; the pair store needs an even offset on an aligned Y
+                        T* const yb = static_cast<T*>(yOut);
+                        const int32_t off0 = rowY[mt][hh] + yCol[0];
+                        if (pair && yPairAligned && (off0 & 1) == 0) {
+                            storePair(yb + off0, v[0], v[1]);
+                        } else {
+                            if (rect[0] >= 0) yb[off0] = v[0];
+                            if (rect[1] >= 0) yb[rowY[mt][hh] + yCol[1]] = v[1];
+                        }
                     } else {
-                        if (rect[0] >= 0) *y = v[0];
-                        if (rect[1] >= 0) static_cast<T*>(yOut)[static_cast<int64_t>(row) * d.howo + yCol[1]] = v[1];
+                        T* y = static_cast<T*>(yOut) + static_cast<int64_t>(row) * d.howo + yCol[0];
+                        if (pair && reinterpret_cast<uintptr_t>(y) % (2 * sizeof(T)) == 0) {
+                            storePair(y, v[0], v[1]);
+                        } else {
+                            if (rect[0] >= 0) *y = v[0];
+                            if (rect[1] >= 0) static_cast<T*>(yOut)[static_cast<int64_t>(row) * d.howo + yCol[1]] = v[1];
+                        }
                     }
                 }
         }
