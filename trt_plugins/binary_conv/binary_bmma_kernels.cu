@@ -161,8 +161,12 @@ __device__ __forceinline__ void storePair(__half* y, __half a, __half b) { *rein
 // loads for the MMAs (bits::bmmaPaPart), and the four lanes of a column reduce them by shuffle after
 // the k-loop; the column set-up and terms use the division-free forms (fast divmod, closed-form tap
 // mask). The CPU model runs the same functions (bmma_model.cpp, fused = true).
+// Launch bounds of the fused kernel: at least 3 (4x4 warp tile) or 4 resident blocks per SM, i.e. up
+// to 170 / 128 registers. Left to itself ptxas capped the fused 4x2 and 4x4 tiles at 96 / 128
+// registers on sm_80-87 and spilled (the build test rejects spills); the pre-pass kernel's SASS is
+// unchanged (0 = no minimum).
 template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT, bool FUSED>
-__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N)
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, FUSED ? (WN >= 4 ? 3 : 4) : 0)
 binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __restrict__ x,
                      const uint4* __restrict__ frag, const int32_t* __restrict__ table,
                      const int32_t* __restrict__ popA, const float* __restrict__ scale,
@@ -301,26 +305,23 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
     // FUSED: P_b of the whole window, once per row — a column with every tap valid (e.g. 73 % of a
     // 14x14 3x3 pad-1 layer, all of a 1x1 pad-0 one) takes it from a register instead of gathering
     // table[row][rect] per output
-    // FUSED also keeps each row's offsets in Y (row * howo) and in the table (row * tableRow) as int32
-    // (both tensors hold fewer than 2^31 elements: checked limits): the H200-measured epilogue spent
-    // about 70 SASS instructions per pair of outputs, much of it 64-bit index arithmetic redone per store.
+    // FUSED also indexes Y and the table in int32 (both hold fewer than 2^31 elements: checked
+    // limits): the H200-measured epilogue spent about 70 SASS instructions per pair of outputs, much
+    // of it 64-bit index arithmetic. (Keeping row * howo in registers made the 4x2 tile spill.)
     const int32_t fullRect = bits::bmmaFullRect(pl, d.kh, d.kw);
-    int32_t pbFull[WM][2], rowY[WM][2], rowT[WM][2];
+    int32_t pbFull[WM][2];
 #pragma unroll
     for (int mt = 0; mt < WM; ++mt)
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) {
             const int32_t row = (mt0 + mt) * 16 + bits::fragCRow(lane, 2 * hh);
-            const bool ok = row < d.m;  // rows past m are never stored (and could overflow int32)
-            rowY[mt][hh] = ok ? row * d.howo : 0;
-            rowT[mt][hh] = ok ? row * tableRow : 0;
-            pbFull[mt][hh] = (FUSED && ok) ? bits::loadRO(table + rowT[mt][hh] + fullRect) : 0;
+            pbFull[mt][hh] = (FUSED && row < d.m) ? bits::loadRO(table + (row * tableRow + fullRect)) : 0;
         }
     // P_b of (row, column rectangle rect); rect < 0: a column beyond the output
     auto popBOf = [&](int mt, int hh, int32_t row, int32_t rect) -> int32_t {
         if constexpr (FUSED) {
             if (rect == fullRect) return pbFull[mt][hh];
-            return rect >= 0 ? bits::loadRO(table + (rowT[mt][hh] + rect)) : 0;
+            return rect >= 0 ? bits::loadRO(table + (row * tableRow + rect)) : 0;  // row < m here
         }
         return rect >= 0 ? bits::loadRO(table + static_cast<int64_t>(row) * tableRow + rect) : 0;
     };
@@ -370,12 +371,13 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
                     }
                     if constexpr (FUSED) {  // int32 offsets; the pair store needs an even offset on an aligned Y
                         T* const yb = static_cast<T*>(yOut);
-                        const int32_t off0 = rowY[mt][hh] + yCol[0];
+                        const int32_t rowOff = row * d.howo;  // row < m here
+                        const int32_t off0 = rowOff + yCol[0];
                         if (pair && yPairAligned && (off0 & 1) == 0) {
                             storePair(yb + off0, v[0], v[1]);
                         } else {
                             if (rect[0] >= 0) yb[off0] = v[0];
-                            if (rect[1] >= 0) yb[rowY[mt][hh] + yCol[1]] = v[1];
+                            if (rect[1] >= 0) yb[rowOff + yCol[1]] = v[1];
                         }
                     } else {
                         T* y = static_cast<T*>(yOut) + static_cast<int64_t>(row) * d.howo + yCol[0];

@@ -139,46 +139,59 @@ void testBinaryPreparedKernels() {
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     const cmc::BinaryKernel kernels[] = {cmc::BinaryKernel::kPopcount, cmc::BinaryKernel::kBmma};
+    // BMMA: the rule's tile (-1), then every tile shape forced, the fused ones included, so that the
+    // sanitizer run of this binary covers each kernel instantiation's memory accesses
     for (cmc::BinaryKernel k : kernels) {
         if (k == cmc::BinaryKernel::kBmma && major < 8) continue;
-        const char* kname = k == cmc::BinaryKernel::kBmma ? "BMMA" : "popcount";
-        for (int inPacked = 0; inPacked < 2; ++inPacked) {
-            cmc::BinaryIO io;
-            io.inputPacked = inPacked != 0;
-            const size_t wsBytes = cmc::binaryConvForwardExWorkspaceSize(g, cmc::DType::kFloat32, true, io);
-            void* ws = nullptr;
-            CUDA_OK(cudaMalloc(&ws, std::max<size_t>(wsBytes, 1)));
-            const void* xin = inPacked ? static_cast<const void*>(dxp) : static_cast<const void*>(dx);
-            cmc::Status s = cmc::binaryConvForwardWith(k, g, cmc::DType::kFloat32, true, io, xin, prep, ep, dy, ws, wsBytes, 0);
-            CUDA_OK(cudaDeviceSynchronize());
-            auto y = download(dy, yN);
-            bool exact = s == cmc::Status::kSuccess;
-            for (size_t i = 0; i < yN; ++i) exact = exact && double(y[i]) == want[i];
-            char what[96];
-            std::snprintf(what, sizeof(what), "binary %s%s raw sums exact", kname, inPacked ? " (packed in)" : "");
-            expect(exact, what, 0.0);
-            io.outputPacked = true;
-            const size_t wsBytes2 = cmc::binaryConvForwardExWorkspaceSize(g, cmc::DType::kFloat32, true, io);
-            void* ws2 = nullptr;
-            CUDA_OK(cudaMalloc(&ws2, std::max<size_t>(wsBytes2, 1)));
-            s = cmc::binaryConvForwardWith(k, g, cmc::DType::kFloat32, true, io, xin, prep, ep, dyp, ws2, wsBytes2, 0);
-            CUDA_OK(cudaDeviceSynchronize());
-            auto yp = download(dyp, size_t(g.n) * ho * wo * wppOut);
-            bool bits = s == cmc::Status::kSuccess;
-            for (int n = 0; n < g.n; ++n)
-                for (int m = 0; m < g.m; ++m)
-                    for (int r = 0; r < ho * wo; ++r) {
-                        const uint32_t word = uint32_t(yp[(size_t(n) * ho * wo + r) * wppOut + m / 32]);
-                        bits = bits && int((word >> (m % 32)) & 1u) == (want[(size_t(n) * g.m + m) * ho * wo + r] >= 0 ? 1 : 0);
-                    }
-            for (size_t pix = 0; pix < size_t(g.n) * ho * wo; ++pix)  // channels 40..127 are pad bits
-                bits = bits && (uint32_t(yp[pix * wppOut + 1]) >> 8) == 0u && yp[pix * wppOut + 2] == 0 && yp[pix * wppOut + 3] == 0;
-            std::snprintf(what, sizeof(what), "binary %s%s packed out = signs", kname, inPacked ? " (packed in)" : "");
-            expect(bits, what, 0.0);
-            cudaFree(ws);
-            cudaFree(ws2);
+        const int32_t tiles = k == cmc::BinaryKernel::kBmma ? cmc::binaryBmmaTileCount() : 0;
+        for (int32_t tile = -1; tile < tiles; ++tile) {
+            expect(cmc::binaryBmmaForceTile(tile) == cmc::Status::kSuccess, "binaryBmmaForceTile", 0.0);
+            char kname[96];
+            if (k == cmc::BinaryKernel::kBmma)
+                std::snprintf(kname, sizeof(kname), "BMMA tile %s", tile < 0 ? "by rule" : cmc::binaryBmmaTileName(tile));
+            else
+                std::snprintf(kname, sizeof(kname), "popcount");
+            for (int inPacked = 0; inPacked < 2; ++inPacked) {
+                cmc::BinaryIO io;
+                io.inputPacked = inPacked != 0;
+                const size_t wsBytes = cmc::binaryConvForwardExWorkspaceSize(g, cmc::DType::kFloat32, true, io);
+                void* ws = nullptr;
+                CUDA_OK(cudaMalloc(&ws, std::max<size_t>(wsBytes, 1)));
+                const void* xin = inPacked ? static_cast<const void*>(dxp) : static_cast<const void*>(dx);
+                cmc::Status s = cmc::binaryConvForwardWith(k, g, cmc::DType::kFloat32, true, io, xin, prep, ep, dy, ws, wsBytes, 0);
+                CUDA_OK(cudaDeviceSynchronize());
+                auto y = download(dy, yN);
+                bool exact = s == cmc::Status::kSuccess;
+                for (size_t i = 0; i < yN; ++i) exact = exact && double(y[i]) == want[i];
+                char what[192];
+                std::snprintf(what, sizeof(what), "binary %s%s raw sums exact", kname, inPacked ? " (packed in)" : "");
+                expect(exact, what, 0.0);
+                io.outputPacked = true;
+                const size_t wsBytes2 = cmc::binaryConvForwardExWorkspaceSize(g, cmc::DType::kFloat32, true, io);
+                void* ws2 = nullptr;
+                CUDA_OK(cudaMalloc(&ws2, std::max<size_t>(wsBytes2, 1)));
+                s = cmc::binaryConvForwardWith(k, g, cmc::DType::kFloat32, true, io, xin, prep, ep, dyp, ws2, wsBytes2, 0);
+                CUDA_OK(cudaDeviceSynchronize());
+                auto yp = download(dyp, size_t(g.n) * ho * wo * wppOut);
+                bool bits = s == cmc::Status::kSuccess;
+                for (int n = 0; n < g.n; ++n)
+                    for (int m = 0; m < g.m; ++m)
+                        for (int r = 0; r < ho * wo; ++r) {
+                            const uint32_t word = uint32_t(yp[(size_t(n) * ho * wo + r) * wppOut + m / 32]);
+                            bits = bits && int((word >> (m % 32)) & 1u) == (want[(size_t(n) * g.m + m) * ho * wo + r] >= 0 ? 1 : 0);
+                        }
+                for (size_t pix = 0; pix < size_t(g.n) * ho * wo; ++pix)  // channels 40..127 are pad bits
+                    bits = bits && (uint32_t(yp[pix * wppOut + 1]) >> 8) == 0u && yp[pix * wppOut + 2] == 0 && yp[pix * wppOut + 3] == 0;
+                std::snprintf(what, sizeof(what), "binary %s%s packed out = signs", kname, inPacked ? " (packed in)" : "");
+                expect(bits, what, 0.0);
+                cudaFree(ws);
+                cudaFree(ws2);
+            }
         }
     }
+    expect(cmc::binaryBmmaForceTile(-1) == cmc::Status::kSuccess, "binaryBmmaForceTile(-1)", 0.0);
+    expect(cmc::binaryBmmaForceTile(cmc::binaryBmmaTileCount()) == cmc::Status::kInvalidArgument,
+           "binaryBmmaForceTile past the last tile rejected", 0.0);
     // flags that cannot go together, and a forced BMMA where it cannot run
     cmc::BinaryIO bad;
     bad.inputPacked = true;
