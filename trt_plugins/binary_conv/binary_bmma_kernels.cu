@@ -161,12 +161,18 @@ __device__ __forceinline__ void storePair(__half* y, __half a, __half b) { *rein
 // loads for the MMAs (bits::bmmaPaPart), and the four lanes of a column reduce them by shuffle after
 // the k-loop; the column set-up and terms use the division-free forms (fast divmod, closed-form tap
 // mask). The CPU model runs the same functions (bmma_model.cpp, fused = true).
-// Launch bounds of the fused kernel: at least 3 (4x4 warp tile) or 4 resident blocks per SM, i.e. up
-// to 170 / 128 registers. Left to itself ptxas capped the fused 4x2 and 4x4 tiles at 96 / 128
-// registers on sm_80-87 and spilled (the build test rejects spills); the pre-pass kernel's SASS is
-// unchanged (0 = no minimum).
+// Launch bounds of the fused kernel: at least 384 (4x4 warp tile) or 512 resident threads per SM
+// in whole blocks, i.e. up to 170 / 128 registers per thread (128-thread blocks: 3 / 4 blocks;
+// 256-thread blocks: 1 / 2). Left to itself ptxas capped the fused 4x2 and 4x4 tiles at 96 / 128
+// registers on sm_80-87 and spilled (the build test rejects spills). 0 = no minimum: the launch
+// bounds leave the pre-pass kernel's SASS as it was.
+template <int WM, int WN, int WARPS_M, int WARPS_N>
+constexpr int fusedMinBlocks() {
+    constexpr int threads = 32 * WARPS_M * WARPS_N, want = WN >= 4 ? 384 : 512;
+    return want / threads > 0 ? want / threads : 1;
+}
 template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT, bool FUSED>
-__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, FUSED ? (WN >= 4 ? 3 : 4) : 0)
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, FUSED ? fusedMinBlocks<WM, WN, WARPS_M, WARPS_N>() : 0)
 binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __restrict__ x,
                      const uint4* __restrict__ frag, const int32_t* __restrict__ table,
                      const int32_t* __restrict__ popA, const float* __restrict__ scale,

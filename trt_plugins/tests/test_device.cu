@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "cmc_binary_layout.h"
 #include "cmc_kernels.h"
 
 namespace {
@@ -134,6 +135,13 @@ void testBinaryPreparedKernels() {
     CUDA_OK(cudaMalloc(&dyp, size_t(g.n) * ho * wo * wppOut * 4));
     expect(cmc::binaryPackActivations(g.n, g.c, g.h, g.w, cmc::DType::kFloat32, dx, dxp, 0) == cmc::Status::kSuccess,
            "binaryPackActivations", 0.0);
+    {  // the contract ignores a packed input's pad bits (channels 70..127 here): set them all, so that the
+       // kernels' masking (the fused tiles' in-loop P_a among them) runs on the GPU under the sanitizer
+        auto words = download(dxp, size_t(g.n) * g.h * g.w * wppIn);
+        for (size_t i = 0; i < words.size(); ++i)
+            words[i] = int32_t(uint32_t(words[i]) | ~cmc::bits::channelMask(g.c, int32_t(i % wppIn)));
+        CUDA_OK(cudaMemcpy(dxp, words.data(), words.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    }
     cmc::Epilogue ep{dOnes, dZeros, false};
     int dev = 0, major = 0;
     cudaGetDevice(&dev);
