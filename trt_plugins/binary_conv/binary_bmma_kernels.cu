@@ -161,14 +161,14 @@ __device__ __forceinline__ void storePair(__half* y, __half a, __half b) { *rein
 // loads for the MMAs (bits::bmmaPaPart), and the four lanes of a column reduce them by shuffle after
 // the k-loop; the column set-up and terms use the division-free forms (fast divmod, closed-form tap
 // mask). The CPU model runs the same functions (bmma_model.cpp, fused = true).
-// Launch bounds of the fused kernel: at least 384 (4x4 warp tile) or 512 resident threads per SM
-// in whole blocks, i.e. up to 170 / 128 registers per thread (128-thread blocks: 3 / 4 blocks;
-// 256-thread blocks: 1 / 2). Left to itself ptxas capped the fused 4x2 and 4x4 tiles at 96 / 128
-// registers on sm_80-87 and spilled (the build test rejects spills). 0 = no minimum: the launch
-// bounds leave the pre-pass kernel's SASS as it was.
+// Launch bounds of the fused kernel: at least 384 / 512 / 1024 resident threads per SM for a warp
+// tile of 16 / 8 / 4 MMA tiles, i.e. up to 170 / 128 / 64 registers per thread (the 2x2 tile fits in
+// 64, as its pre-pass twin does in 60, and keeps 32 warps per SM). Left to itself ptxas capped the
+// fused 4x2 and 4x4 tiles at 96 / 128 registers on sm_80-87 and spilled (the build test rejects
+// spills). 0 = no minimum: the launch bounds leave the pre-pass kernel's SASS as it was.
 template <int WM, int WN, int WARPS_M, int WARPS_N>
 constexpr int fusedMinBlocks() {
-    constexpr int threads = 32 * WARPS_M * WARPS_N, want = WN >= 4 ? 384 : 512;
+    constexpr int threads = 32 * WARPS_M * WARPS_N, want = WM * WN >= 16 ? 384 : (WM * WN >= 8 ? 512 : 1024);
     return want / threads > 0 ? want / threads : 1;
 }
 template <int WM, int WN, int WARPS_M, int WARPS_N, typename T, bool PACKED_OUT, bool FUSED>
