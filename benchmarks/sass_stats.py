@@ -36,11 +36,11 @@ KERNEL = re.compile(r"binaryBmmaConvKernelILi(\d+)ELi(\d+)ELi(\d+)ELi(\d+)E(6__h
 REGS_PER_SM, MAX_WARPS_PER_SM, REG_ALLOC_UNIT = 65536, 64, 256  # sm_80 / sm_87 / sm_90
 
 
-def cuda_tool(name: str) -> str | None:
-    """A CUDA binary tool on PATH, beside nvcc, or from the nvidia-cuda-* wheels."""
-    cands = [shutil.which(name), f"/usr/local/cuda/bin/{name}"]
-    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
-    cands.append(str(Path(nvcc).parent / name))
+def cuda_tool(name: str, nvcc: str | None = None) -> str | None:
+    """A CUDA binary tool on PATH, beside nvcc (the given one, else PATH's or /usr/local/cuda's), or
+    from the nvidia-cuda-* wheels. The build tests use this finder too."""
+    nvcc = nvcc or shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+    cands = [shutil.which(name), str(Path(nvcc).parent / name), f"/usr/local/cuda/bin/{name}"]
     try:
         import nvidia  # namespace package of the nvidia-cuda-* wheels
 

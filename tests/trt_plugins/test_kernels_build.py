@@ -166,18 +166,14 @@ def test_kernels_have_sass_for_requested_archs(build_dir):
 
 
 def _cuda_tool(name: str) -> str | None:
-    """A CUDA binary tool: on PATH, beside nvcc, or from the nvidia-cuda-* wheels (test extras)."""
-    cands = [shutil.which(name)]
-    if NVCC:
-        cands.append(str(Path(NVCC).parent / name))
+    """A CUDA binary tool: on PATH, beside nvcc, or from the nvidia-cuda-* wheels (test extras) —
+    benchmarks/sass_stats.py's finder, the one place that knows where they live."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     try:
-        import nvidia  # namespace package of the nvidia-cuda-* wheels
-
-        for base in getattr(nvidia, "__path__", []):
-            cands += [str(p) for p in sorted(Path(base).glob(f"cu*/bin/{name}"))]
-    except ImportError:
-        pass
-    return next((c for c in cands if c and Path(c).is_file() and os.access(c, os.X_OK)), None)
+        from sass_stats import cuda_tool
+    finally:
+        sys.path.pop(0)
+    return cuda_tool(name, NVCC)
 
 
 def _sass_functions(lib: Path, arch: int) -> dict[str, str]:

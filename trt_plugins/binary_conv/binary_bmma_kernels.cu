@@ -229,6 +229,22 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
 #pragma unroll
     for (int nt = 0; nt < WN; ++nt) pa[nt] = 0;
 
+    auto mmaStep = [&]() {  // this k-step's WM x WN MMAs
+#pragma unroll
+        for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < WN; ++nt) mmaAndPopc(acc[mt][nt], a[mt], b[nt]);
+    };
+    auto takeNext = [&]() {  // the next k-step's operands become the current ones
+#pragma unroll
+        for (int mt = 0; mt < WM; ++mt) a[mt] = an[mt];
+#pragma unroll
+        for (int nt = 0; nt < WN; ++nt) {
+            b[nt][0] = bn[nt][0];
+            b[nt][1] = bn[nt][1];
+        }
+    };
+
     bits::BmmaStepIter it;
     it.start(pl, d.kw);
     loadA(0, a);
@@ -241,19 +257,8 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
                 loadA(s + 1, an);
                 loadB(it, bn);
             }
-#pragma unroll
-            for (int mt = 0; mt < WM; ++mt)
-#pragma unroll
-                for (int nt = 0; nt < WN; ++nt) mmaAndPopc(acc[mt][nt], a[mt], b[nt]);
-            if (more) {
-#pragma unroll
-                for (int mt = 0; mt < WM; ++mt) a[mt] = an[mt];
-#pragma unroll
-                for (int nt = 0; nt < WN; ++nt) {
-                    b[nt][0] = bn[nt][0];
-                    b[nt][1] = bn[nt][1];
-                }
-            }
+            mmaStep();
+            if (more) takeNext();
         }
     } else {
         // The loads of the next step are unconditional (the last step reloads its own, cached operands)
@@ -269,21 +274,12 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
             if (more) it.next(pl, d.kw);
             loadA(more ? s + 1 : s, an);
             loadB(it, bn);
-#pragma unroll
-            for (int mt = 0; mt < WM; ++mt)
-#pragma unroll
-                for (int nt = 0; nt < WN; ++nt) mmaAndPopc(acc[mt][nt], a[mt], b[nt]);
+            mmaStep();
 #pragma unroll
             for (int nt = 0; nt < WN; ++nt)
                 pa[nt] += bits::bmmaPaPart(b[nt][0], chunk0, pl.cpt, lastMask) +
                           bits::bmmaPaPart(b[nt][1], chunk1, pl.cpt, lastMask);
-#pragma unroll
-            for (int mt = 0; mt < WM; ++mt) a[mt] = an[mt];
-#pragma unroll
-            for (int nt = 0; nt < WN; ++nt) {
-                b[nt][0] = bn[nt][0];
-                b[nt][1] = bn[nt][1];
-            }
+            takeNext();
         }
     }
 
