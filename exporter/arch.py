@@ -18,16 +18,36 @@ import inspect
 import json
 import os
 import sys
+from contextlib import contextmanager
 
 from torch import nn
 
 from .errors import CmcError
 
+@contextmanager
+def user_code_environment(spec: str, device_calls: list | None = None):
+    """While cmc imports the user's module and calls its builder: the command line the module sees is
+    just its own name (research ``main.py`` files call ``argparse.parse_args()`` at import time and would
+    parse cmc's arguments), and ``.cuda()`` / ``.to('cuda')`` from the user's code keep tensors and
+    modules on the CPU, as in forward (IR-Net's constructor puts its STE constants on the GPU). Those call
+    sites (``idioms.CallSite``) are added to ``device_calls``."""
+    from .idioms import cpu_device_calls
+
+    saved = sys.argv
+    sys.argv = [spec.partition(":")[0]]
+    try:
+        with cpu_device_calls() as sites:
+            yield
+    finally:
+        sys.argv = saved
+        if device_calls is not None:
+            device_calls.extend(site for site in sites if site not in device_calls)
+
 #: Checkpoint entries passed to a callable that takes ``**kwargs`` (it names nothing else we could match).
 ARCH_KEYS_FOR_VAR_KWARGS = ("cfg",)
 
 
-def resolve_arch(spec: str):
+def resolve_arch(spec: str, device_calls: list | None = None):
     """'pkg.mod:fn' -> the callable, importable from PYTHONPATH or the current directory."""
     if ":" not in spec:
         raise CmcError(f"--arch {spec!r} must look like 'module:callable' (e.g. samples.addernet_resnet20:resnet20)")
@@ -35,7 +55,12 @@ def resolve_arch(spec: str):
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        mod = importlib.import_module(mod_name)
+        with user_code_environment(spec, device_calls):
+            mod = importlib.import_module(mod_name)
+    except SystemExit as e:  # argparse.parse_args() failing, or an explicit exit(), at import time
+        raise CmcError(f"--arch: importing {mod_name!r} exited (SystemExit {e.code}) before defining the model: "
+                       f"{_exit_site(e)}it ran with an empty command line (cmc hides its own); give the values "
+                       "it needs defaults, or move the parsing under `if __name__ == '__main__':`") from e
     except ModuleNotFoundError as e:
         parts = mod_name.split(".")
         if e.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
@@ -163,17 +188,30 @@ def _short(v) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-def build_arch(spec: str, kwargs: dict | None = None, fn=None) -> nn.Module:
-    fn = fn if fn is not None else resolve_arch(spec)
+def build_arch(spec: str, kwargs: dict | None = None, fn=None, device_calls: list | None = None) -> nn.Module:
+    """``fn(**kwargs)`` in ``user_code_environment``; CUDA moves it neutralised are added to ``device_calls``."""
+    fn = fn if fn is not None else resolve_arch(spec, device_calls)
     kwargs = kwargs or {}
     try:
-        model = fn(**kwargs)
+        with user_code_environment(spec, device_calls):
+            model = fn(**kwargs)
+    except SystemExit as e:
+        raise CmcError(f"--arch: calling {_call_text(spec, kwargs)} exited (SystemExit {e.code}): {_exit_site(e)}"
+                       "it ran with an empty command line (cmc hides its own)") from e
     except Exception as e:
         raise CmcError(f"--arch: calling {_call_text(spec, kwargs)} failed: {type(e).__name__}: "
                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from e
     if not isinstance(model, nn.Module):
         raise CmcError(f"--arch: {spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _exit_site(e: BaseException) -> str:
+    """'file:line (`source`): ' of the user's innermost frame in the traceback, or ''."""
+    from .user_code import user_line_of_traceback
+
+    line = user_line_of_traceback(e.__traceback__)
+    return f"{line.quoted()}: " if line is not None else ""
 
 
 def describe_call(spec: str, kwargs: dict) -> str:

@@ -110,6 +110,10 @@ def _latent(p: argparse.ArgumentParser):
                    help="the checkpoint holds latent float weights of binary layers (the codebase binarizes them "
                         "outside the model): binarize the convs fed by a binarizing activation — xnor: XNOR-Net's "
                         "centre, clamp, mean|W|*sign(W); sign: sign(W) (BinaryNet). Reported per layer")
+    p.add_argument("--zero-weights-as-plus-one", action="store_true",
+                   help="binary layers whose sign-binarized weights hold exact zeros (torch.sign(0) = 0, exported "
+                        "as exact float convs by default): take those zeros as +1 so the layers stay binary; the "
+                        "deviation is measured and reported, and parity is checked against that model")
 
 
 def export_parser() -> argparse.ArgumentParser:
@@ -234,6 +238,7 @@ def _cmd_export(argv) -> int:
                          accept_deviation=args.accept_deviation, dynamic_batch=not args.static_batch,
                          packed_chains=not args.no_packed_chains,
                          binarize_weights=args.binarize_weights, trt=trt,
+                         zero_weights_as_plus_one=args.zero_weights_as_plus_one,
                          arch_args=_arch_args(args.arch_args), slim=args.slim, align_channels=args.align_channels)
     report = run_export(opts)
     parity = report.get("parity", {})
@@ -253,7 +258,7 @@ def _cmd_verify(argv) -> int:
     return run_verify(args.artifact, args.model, arch=args.arch, input_shape=_shape(args.input_shape),
                       batches=args.verify_batch, tolerance=args.tolerance, json_path=args.json,
                       junit_path=args.junit, allow_pickle=args.allow_pickle, binarize_weights=args.binarize_weights,
-                      arch_args=_arch_args(args.arch_args), slim=args.slim, accept_deviation=args.accept_deviation)
+                      zero_weights_as_plus_one=args.zero_weights_as_plus_one, arch_args=_arch_args(args.arch_args), slim=args.slim, accept_deviation=args.accept_deviation)
 
 
 def _cmd_shrink(argv) -> int:

@@ -184,13 +184,41 @@ def _to_without_cuda(self, *args, **kwargs):
     return original(self, dtype if dtype is not None else self.dtype, **extra)
 
 
+_MODULE_CUDA = _Patch(torch.nn.Module, "cuda")
+_MODULE_TO = _Patch(torch.nn.Module, "to")
+
+
+def _module_cuda_stays(self, *args, **kwargs):
+    if is_library_frame(sys._getframe(1)):
+        return _MODULE_CUDA.original()(self, *args, **kwargs)
+    _record_device_call("Module.cuda")
+    return self
+
+
+def _module_to_without_cuda(self, *args, **kwargs):
+    original = _MODULE_TO.original()
+    if is_library_frame(sys._getframe(1)):
+        return original(self, *args, **kwargs)
+    try:
+        device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+    except Exception:
+        return original(self, *args, **kwargs)
+    if device is None or device.type != "cuda":
+        return original(self, *args, **kwargs)
+    _record_device_call("Module.to")
+    return original(self, dtype) if dtype is not None else self
+
+
 @contextmanager
 def cpu_device_calls() -> Iterator[list[CallSite]]:
-    """Inside, ``t.cuda()`` and ``t.to(<cuda device>)`` from the user's code keep ``t`` where it is.
+    """Inside, ``t.cuda()`` and ``t.to(<cuda device>)`` from the user's code keep ``t`` where it is (tensors
+    and modules: a constructor may call ``self.cuda()``).
 
-    Yields the list of call sites that did so (``CallSite.function`` is 'Tensor.cuda' or 'Tensor.to')."""
+    Yields the list of call sites that did so (``CallSite.function``: 'Tensor.cuda', 'Tensor.to', 'Module.cuda',
+    'Module.to')."""
     record: list[CallSite] = []
-    with _TENSOR_CUDA.applied(_cuda_stays), _TENSOR_TO.applied(_to_without_cuda):
+    with _TENSOR_CUDA.applied(_cuda_stays), _TENSOR_TO.applied(_to_without_cuda), \
+            _MODULE_CUDA.applied(_module_cuda_stays), _MODULE_TO.applied(_module_to_without_cuda):
         _device_records.append(record)
         try:
             yield record
@@ -285,6 +313,8 @@ class _StateWatch(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         target = _mutated(func, args, kwargs)
+        if target is not None and _SETTLED_SITES and _is_settled(_caller_of(func)):
+            return target  # at its fixed point (settle_state): changes nothing
         if target is not None and not is_library_frame(_caller_of(func)):  # not BatchNorm's own statistics
             name = self.storages.get(_storage(target))
             if name is not None:
@@ -308,6 +338,130 @@ def _fingerprint(kind: str, t: torch.Tensor):
 def _state(model: torch.nn.Module) -> list[tuple[str, str, torch.Tensor]]:
     return [*(("parameter", n, t) for n, t in model.named_parameters(remove_duplicate=False)),
             *(("buffer", n, t) for n, t in model.named_buffers(remove_duplicate=False) if t is not None)]
+
+
+# In-place updates in forward that reach a fixed point (XNOR-Net's ``m.weight.data.clamp_(min=0.01)``):
+# after ``settle_state`` has shown that a further call changes nothing, these call sites' updates are
+# dropped from the checked and the captured runs (they would not change a value). Keys: (file, line).
+_SETTLED_SITES: set[tuple[str, int]] = set()
+
+
+@dataclass
+class SettledUpdate:
+    """An in-place update of the model's state in forward that settled: where, and what it changes."""
+    site: CallSite
+    target: str            # "parameter 'bn1.weight'"
+
+    def note(self) -> str:
+        return (f"{display_path(self.site.file)}:{self.site.line} (`{self.site.source}`) updates {self.target} in "
+                f"place in forward: after one call it is at a fixed point (a second call with another input left "
+                f"every parameter and buffer bit-identical); exported that state, the update dropped from the graph")
+
+
+def _site_of(frame) -> tuple[str, int]:
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+class _StateRecorder(TorchFunctionMode):
+    """Records (call site, target) of in-place updates of the watched storages from the user's code; runs them."""
+
+    def __init__(self, storages: dict[int, str]):
+        super().__init__()
+        self.storages, self.updates = storages, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = _mutated(func, args, kwargs)
+        if target is not None:
+            frame = _caller_of(func)
+            name = self.storages.get(_storage(target))
+            if name is not None and not is_library_frame(frame):
+                file, line = _site_of(frame)
+                site = CallSite(file, line, getattr(func, "__name__", str(func)), _source_text(file, line))
+                if all(u.site != site for u in self.updates):
+                    self.updates.append(SettledUpdate(site, name))
+        return func(*args, **kwargs)
+
+
+def _source_text(file: str, line: int) -> str:
+    import linecache
+
+    return linecache.getline(file, line).strip()
+
+
+def _snapshot(model: torch.nn.Module) -> dict[tuple[str, str], torch.Tensor]:
+    return {(kind, name): t.detach().clone() for kind, name, t in _state(model)}
+
+
+def _bit_identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if (a.is_floating_point() or a.is_complex()) and a.numel():  # bits: NaN == NaN, -0.0 != 0.0
+        return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+    return torch.equal(a, b)
+
+
+def settle_state(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[SettledUpdate]:
+    """Calls the user's ``model`` on ``inputs`` (eager, no grad), recording in-place updates of its parameters and
+    buffers made by the user's code. None: returns []. Otherwise every call after the first must leave the whole
+    state bit-identical (a fixed point, e.g. a clamp): the updates are returned and their call sites registered
+    as settled until the enclosing ``settled_scope()`` ends; the model keeps the settled state. An update that
+    keeps changing the state raises ``IdiomError`` naming its line."""
+    state = _state(model)
+    storages = {}
+    for kind, name, t in state:
+        ptr = _storage(t)
+        if ptr is not None and t.numel():
+            storages.setdefault(ptr, f"{kind} '{name}'")
+    rec = _StateRecorder(storages)
+    with eager_idioms(), torch.no_grad(), rec:
+        model(inputs[0])
+    if not rec.updates:
+        return []
+    for x in inputs[1:]:
+        before = _snapshot(model)
+        with eager_idioms(), torch.no_grad(), rec:
+            model(x)
+        after = _snapshot(model)
+        changed = [k for k in before if k not in after or not _bit_identical(before[k], after[k])]
+        if changed:
+            u = rec.updates[0]
+            raise IdiomError(
+                f"{SourceLine(u.site.file, u.site.line, u.site.source).quoted()} changes {u.target} in place in forward, "
+                f"and every call changes {changed[0][0]} '{changed[0][1]}' again (no fixed point): the exported graph "
+                f"cannot hold state that changes from call to call; move the update to the training loop or compute "
+                f"a new tensor")
+    _SETTLED_SITES.update((u.site.file, u.site.line) for u in rec.updates)
+    return rec.updates
+
+
+@contextmanager
+def settled_scope():
+    """One export: the call sites ``settle_state`` finds settled inside are dropped (they change nothing at the
+    fixed point) until the scope ends; earlier ones do not leak in, these do not leak out."""
+    saved = set(_SETTLED_SITES)
+    _SETTLED_SITES.clear()
+    try:
+        yield
+    finally:
+        _SETTLED_SITES.clear()
+        _SETTLED_SITES.update(saved)
+
+
+def _is_settled(frame) -> bool:
+    """``frame``: ``_caller_of(func)``, taken in ``__torch_function__`` itself (it counts frames)."""
+    return bool(_SETTLED_SITES) and _site_of(frame) in _SETTLED_SITES
+
+
+class _DropSettled(TorchFunctionMode):
+    """While torch.export traces: an in-place update from a settled call site returns its target unchanged."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = _mutated(func, args, kwargs)
+        if target is not None and _SETTLED_SITES and _is_settled(_caller_of(func)):
+            return target
+        return func(*args, **kwargs)
 
 
 @contextmanager
@@ -365,4 +519,6 @@ def capture_idioms() -> Iterator[IdiomLog]:
     with ExitStack() as stack:
         log = stack.enter_context(eager_idioms())
         stack.enter_context(data_reads_as_detach())
+        if _SETTLED_SITES:
+            stack.enter_context(_DropSettled())
         yield log

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .user_code import display_path
 from .arch import build_arch, choose_kwargs, describe_call, resolve_arch, signature_of
 from .checkpoint import Checkpoint, as_literal, read_checkpoint, split_checkpoint, summary
 from .errors import CmcError
@@ -94,7 +95,8 @@ def load_model(path: str | os.PathLike, arch: str | None = None, allow_pickle: b
         if not arch:
             hint = f" (it carries cfg={_short(ck.literals['cfg'])}: a pruned model)" if "cfg" in ck.literals else ""
             raise CmcError(f"{p.name} is a state_dict{hint}; pass --arch module:callable that builds the model")
-        fn = resolve_arch(arch)
+        device_calls: list = []
+        fn = resolve_arch(arch, device_calls)
         kwargs, used, arg_notes = choose_kwargs(fn, arch, ck.literals, dict(arch_args or {}))
         out.notes.extend(arg_notes)
         line = summary(ck, used)
@@ -103,7 +105,9 @@ def load_model(path: str | os.PathLike, arch: str | None = None, allow_pickle: b
         if kwargs:
             out.notes.append(f"--arch: built {describe_call(arch, kwargs)}")
         out.arch_kwargs = kwargs
-        model = build_arch(arch, kwargs, fn)
+        model = build_arch(arch, kwargs, fn, device_calls)
+        out.notes.extend(f"--arch: {s.function}() to CUDA at {display_path(s.file)}:{s.line} while building the model "
+                         f"kept it on the CPU" for s in device_calls)
         sd = ck.module.state_dict() if ck.module is not None else ck.state_dict
         _load_into(model, sd, out.notes, hints=_Hints(arch, ck, kwargs, used))
     _check_finite(list(model.named_parameters()) + list(model.named_buffers()), "tensor")

@@ -79,6 +79,7 @@ class ExportOptions:
     dynamic_batch: bool = True
     packed_chains: bool = True
     binarize_weights: str | None = None  # latent float weights of binary layers: 'xnor' | 'sign' (latent_weights.py)
+    zero_weights_as_plus_one: bool = False  # exact-zero sign-binarized weights taken as +1 (zero_weights.py)
     trt: dict = field(default_factory=dict)
     #: keyword arguments for --arch (--arch-args); the checkpoint's cfg is added by the load step
     arch_args: dict = field(default_factory=dict)
@@ -125,7 +126,7 @@ def _input_shape_of_program(ep) -> tuple[int, ...] | None:
 
 def prepare(opts: ExportOptions, steps: Steps):
     """load + convert + shrink: returns (reference model, deployable model or program, example, report)."""
-    from .convert import convert_research_layers, pack_for_deployment
+    from .convert import convert_research_layers, pack_for_deployment, summarise
     from .idioms import capture_idioms
     from .load import load_model
 
@@ -160,6 +161,7 @@ def prepare(opts: ExportOptions, steps: Steps):
 
     user_model = loaded.module
     _dry_run(user_model, x)
+    report["state_updates"] = [u.note() for u in _settle(user_model, x)]
     if opts.binarize_weights:
         from .latent_weights import binarize_latent_weights
 
@@ -172,10 +174,19 @@ def prepare(opts: ExportOptions, steps: Steps):
             report["slim"] = _slim(user_model, opts.slim, x)
     # Convert first, so research layers (adder2d, Conv2d_Q) are shrunk as the cmc operators they are.
     with steps("convert"):
-        model, converted = convert_research_layers(user_model, x)
+        model, converted = convert_research_layers(user_model, x, opts.zero_weights_as_plus_one)
         report["converted"] = converted
-        log(f"    converted {len(converted)} research layer(s)")
+        log(f"    research layers: {summarise(converted)}")
+        for e in converted:  # what is not a com.cmc op is named, with the reason
+            if e.get("status") == "kept" or (e.get("status") == "rebuilt" and "not binary" in e["to"]):
+                log(f"    {e['layer']} ({e['class']}): {e['to']}")
     reference = user_model
+    zeroed = [e["layer"] for e in converted if e.get("zero_weights")]
+    if zeroed:
+        reference = _zero_weights_reference(user_model, zeroed, x, report)
+    elif opts.zero_weights_as_plus_one:
+        report["zero_weights"] = {"layers": [], "note": "no binary layer with exact-zero weights: nothing changed"}
+        log("    --zero-weights-as-plus-one: no binary layer holds exact-zero weights; nothing changed")
     with steps("shrink"), capture_idioms():  # shrinking traces the model with torch.export
         report["shrink"] = _maybe_shrink(opts, model, x, slimmed=opts.slim is not None)
         if report["shrink"].get("model") is not None:
@@ -194,6 +205,41 @@ def prepare(opts: ExportOptions, steps: Steps):
     deploy = pack_for_deployment(model).eval()
     _dry_run(deploy, x)
     return reference, deploy, x, report
+
+
+def _zero_weights_reference(user_model, layers: list[str], x, report: dict):
+    """--zero-weights-as-plus-one: the model the export must match (the zeros taken as +alpha), and the measured
+    deviation from the user's model, warned about and reported."""
+    from .zero_weights import deviation, with_zeros_as_plus_one
+
+    patched = with_zeros_as_plus_one(user_model, layers).eval()
+    g = torch.Generator().manual_seed(3)
+    dev = deviation(user_model, patched, [x, torch.randn(x.shape, generator=g)])
+    n = sum(e["zero_weights"]["count"] for e in report["converted"] if e.get("zero_weights"))
+    report["zero_weights"] = {"layers": layers, "weights": n, "max_rel_err": dev,
+                              "against": "the user's model (torch.sign(0) = 0)",
+                              "parity_reference": "the model with those weights taken as +1"}
+    warn(f"--zero-weights-as-plus-one: {n} exact-zero weight(s) in {len(layers)} binary layer(s) taken as +1; this "
+         f"changes the outputs by {dev:.3g} of max|y|; parity is checked against the model with that change")
+    return patched
+
+
+def _settle(model: torch.nn.Module, x: torch.Tensor):
+    """In-place updates of the model's state in forward that reach a fixed point (settle_state): dropped from the
+    checked and captured runs until the enclosing ``idioms.settled_scope()`` ends."""
+    from .attribution import explain_failure
+    from .idioms import IdiomError, settle_state
+
+    g = torch.Generator().manual_seed(7)
+    try:
+        updates = settle_state(model, [x, torch.randn(x.shape, generator=g)])
+    except IdiomError:
+        raise
+    except Exception as e:
+        raise explain_failure(e, during="a check run", model=model, example=x) from e
+    for u in updates:
+        log(f"    {u.note()}")
+    return updates
 
 
 def _jsonable(d: dict) -> dict:
@@ -285,8 +331,24 @@ def _alignment_cost(opts, model, x, aligned: dict) -> dict:
             "extra_params": extra_p, "extra_flops": extra_f, "params_without_alignment": exact["params"]["after"]}
 
 
+def _prove_in_onnx(proto, converted: list[dict]):
+    """Every layer the report calls converted must hold com.cmc nodes in the ONNX; one that does not is
+    reported as kept (the report and the artifact agree), with a warning."""
+    from .conversion_proof import demote, prove_onnx
+
+    problems = prove_onnx(proto, converted)
+    n = sum(e.get("status") == "converted" for e in converted)
+    for e in converted:
+        if e["layer"] in problems:
+            demote(e, problems[e["layer"]])
+            warn(f"layer {e['layer']} ({e['class']}) was converted but the ONNX does not run it as a com.cmc op: "
+                 f"{problems[e['layer']]}; reported as kept")
+    if n:
+        log(f"    converted layers found in the ONNX as com.cmc node(s): {n - len(problems)} of {n}")
+
+
 def run_export(opts: ExportOptions) -> dict:
-    from .idioms import eager_idioms
+    from .idioms import eager_idioms, settled_scope
     from .load import artifact_stem
     from .onnx_export import export_onnx
     from .sign_flips import annotate_binarization_points
@@ -298,7 +360,7 @@ def run_export(opts: ExportOptions) -> dict:
         from .trt import find_tensorrt  # fail before any long step when TensorRT is missing
 
         trt_env = find_tensorrt(need_headers=opts.trt.get("plugin_lib") is None)
-    with Staging(opts.out_dir) as stage:
+    with Staging(opts.out_dir) as stage, settled_scope():
         steps = Steps()
         reference, deployable, x, report = prepare(opts, steps)
         with steps("export", "ONNX (torch.export + dynamo exporter)"):
@@ -310,6 +372,7 @@ def run_export(opts: ExportOptions) -> dict:
             onnx_path.write_bytes(res.model.SerializeToString())
             counts = res.custom_node_counts()
             log(f"    com.cmc nodes: {counts or 'none'}; BN/ReLU folded into {len(res.folded)} node(s)")
+            _prove_in_onnx(res.model, report.get("converted", []))
             if res.packed_chains and res.packed_chains["chains"]:
                 chains = res.packed_chains["chains"]
                 log(f"    packed chains (1-bit activations between binary layers): {len(chains)} over "

@@ -13,7 +13,9 @@ def run_shrink(model, *, arch=None, input_shape=None, out_dir="cmc_shrunk", acce
     from .load import artifact_stem
     from .onnx_export import capture
 
-    with Staging(out_dir) as stage:
+    from .idioms import settled_scope
+
+    with Staging(out_dir) as stage, settled_scope():
         steps = Steps()
         opts = ExportOptions(model=model, arch=arch, input_shape=input_shape, allow_pickle=allow_pickle,
                              shrink=True, accept_deviation=accept_deviation, arch_args=dict(arch_args or {}),

@@ -69,7 +69,7 @@ def junit_xml(verdict: dict, artifact: str) -> bytes:
 
 def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), tolerance=None,
                json_path="cmc-verdict.json", junit_path="cmc-verdict.xml", allow_pickle=False, arch_args=None,
-               slim=None, accept_deviation=False, binarize_weights=None) -> int:
+               slim=None, accept_deviation=False, binarize_weights=None, zero_weights_as_plus_one=False) -> int:
     import json
 
     from .idioms import eager_idioms
@@ -90,8 +90,12 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
     # --accept-deviation: the reference is the shrunk model with the accepted folds (as the export checked it)
     opts = ExportOptions(model=model, arch=arch, input_shape=input_shape, allow_pickle=allow_pickle,
                          shrink=accept_deviation, accept_deviation=accept_deviation, arch_args=dict(arch_args or {}),
-                         slim=slim, binarize_weights=binarize_weights)
-    reference, _, x, report = prepare(opts, steps)
+                         slim=slim, binarize_weights=binarize_weights,
+                         zero_weights_as_plus_one=zero_weights_as_plus_one)
+    from .idioms import settled_scope
+
+    with settled_scope():  # prepare() settles fixed-point updates; verify runs the user's eager model only
+        reference, _, x, report = prepare(opts, steps)
     with steps("verify", f"{a.name} vs PyTorch at batch {','.join(map(str, batches))}"):
         try:
             with eager_idioms():  # the reference is the user's eager model

@@ -33,13 +33,13 @@ from torch import nn
 from .._conv_args import pair
 from .layer import BinaryConv2d, PackedBinaryConv2d
 from .probe import probe_input, probe_twice, run_probe
-from .research_forms import Binarize, LinearAsConv1x1, TorchSign
+from .research_forms import AffineOfSign, Binarize, LinearAsConv1x1, TorchSign
 
 #: Elements within this of +-1 / 0 count as sign values (an STE written sign(x) - f(x) + f(x) is off by ulps).
 SIGN_TOL = 1e-6
 #: The rebuilt layer must reproduce the research layer on the probes within this of max|y| (contract: 1e-4).
 CHECK_TOL = 1e-5
-_CMC_TYPES = (BinaryConv2d, PackedBinaryConv2d, TorchSign, Binarize, LinearAsConv1x1)
+_CMC_TYPES = (BinaryConv2d, PackedBinaryConv2d, TorchSign, Binarize, LinearAsConv1x1, AffineOfSign)
 
 
 def recognise(module: nn.Module, facts: dict | None = None):
@@ -149,6 +149,27 @@ def _input_form(probe: torch.Tensor, x: torch.Tensor) -> str | None:
         return "binarize"
     if torch.equal(x, torch.relu(p)):
         return "relu"
+    fit = affine_of_sign(probe, x)
+    return None if fit is None else f"affine_{fit[0]}"
+
+
+def affine_of_sign(probe: torch.Tensor, x: torch.Tensor):
+    """(convention, delta, gamma) when ``x`` = delta + gamma * s with s = binarize(probe) ('binarize') or
+    torch.sign(probe) ('sign') and gamma != 0, one delta and gamma for the whole tensor (DoReFa's {0, 1}
+    activations: (sign(x) + 1) / 2); None otherwise."""
+    if not isinstance(x, torch.Tensor) or x.shape != probe.shape or not x.is_floating_point():
+        return None
+    x, p = x.double(), probe.double()
+    for conv, s in (("binarize", torch.where(p >= 0, 1.0, -1.0)), ("sign", torch.sign(p))):
+        hi, lo = x[s > 0], x[s < 0]
+        if hi.numel() == 0 or lo.numel() == 0:
+            continue
+        delta, gamma = float(hi[0] + lo[0]) / 2, float(hi[0] - lo[0]) / 2
+        if gamma == 0:
+            continue
+        tol = SIGN_TOL * max(abs(delta) + abs(gamma), 1e-30)
+        if bool(((x - (delta + gamma * s)).abs() <= tol).all()):
+            return conv, delta, gamma
     return None
 
 
@@ -233,8 +254,20 @@ def _analyse(module, obs, facts):
     w1, w2 = c1.weight.detach(), c2.weight.detach()
     forms = [_input_form(o.probe, o.calls[0].input) for o in obs]
     binary, alpha = _two_valued(w1)
-    looks_binary = binary or forms[0] in ("sign", "binarize")
-    if not looks_binary and torch.equal(w1, _raw_weight(module, w1)):
+    quantized = not torch.equal(w1, _raw_weight(module, w1))
+    zeros = None
+    if not binary and facts.get("zero_weights_as_plus_one"):
+        patched = zeros_as_plus_alpha(w1)
+        if patched is not None and _two_valued(patched)[0] and torch.equal(patched, zeros_as_plus_alpha(w2)):
+            # --zero-weights-as-plus-one: torch.sign(0) = 0 weights taken as +alpha; the layer becomes binary
+            zeros = (w1 == 0)
+            w1 = w2 = patched
+            binary, alpha = _two_valued(w1)
+    # Binarizing behaviour of any kind: +-alpha weights, a sign of the input (also shifted / scaled: {0, 1}
+    # activations), or weights quantized to two values per channel that are not +-alpha ({beta-alpha, beta+alpha}).
+    looks_binary = binary or forms[0] in ("sign", "binarize") or (forms[0] or "").startswith("affine_") \
+        or (quantized and _few_levels(w1, 2))
+    if not looks_binary and not quantized:
         if type(module) in (nn.Conv2d, nn.Linear):  # fed by a binarizing activation, yet float weights
             return module, ("kept as a float layer: its input is binarized but its weights are not two-valued per "
                             "output channel (latent float weights of a codebase that binarizes them outside the "
@@ -257,11 +290,18 @@ def _analyse(module, obs, facts):
     geom = _geometry(c1)
     bias_call = c1.bias.detach().double() if c1.bias is not None else torch.zeros_like(a)
     form = forms[0]
+    if form.startswith("affine_"):
+        fits = [affine_of_sign(o.probe, o.calls[0].input) for o in obs]
+        if fits[0] != fits[1]:
+            return module, "kept as the user's own ops: the shift / scale around its input's sign changes between calls", {}
+        form = fits[0]
     if not binary:
-        if not (form in ("sign", "binarize") or _few_levels(w1)):
+        if not (form in ("sign", "binarize") or isinstance(form, tuple) or _few_levels(w1)):
             return None
         return _frozen_float(module, obs, c1, geom, form, a, c, bias_call, w1)
-    return _binary(module, obs, c1, geom, form, a, c, bias_call, w1, alpha, facts)
+    if isinstance(form, tuple):
+        return _frozen_float(module, obs, c1, geom, form, a, c, bias_call, w1)
+    return _binary(module, obs, c1, geom, form, a, c, bias_call, w1, alpha, facts, zeros)
 
 
 def _raw_weight(module, like):
@@ -283,9 +323,25 @@ def _same_weights(w1, w2, binary) -> bool:
 _PREFIX = {"sign": TorchSign, "binarize": Binarize, "relu": lambda: nn.ReLU()}
 
 
+def _prefix(form):
+    if isinstance(form, tuple):  # (convention, delta, gamma): delta + gamma * sign
+        return AffineOfSign(*form)
+    return _PREFIX[form]()
+
+
 def _exact_input(form, p):
     p = p.double()
+    if isinstance(form, tuple):
+        conv, delta, gamma = form
+        return delta + gamma * _exact_input(conv, p)
     return {"float": p, "sign": torch.sign(p), "binarize": torch.where(p >= 0, 1.0, -1.0), "relu": torch.relu(p)}[form]
+
+
+def _input_desc(form) -> str:
+    if isinstance(form, tuple):
+        conv, delta, gamma = form
+        return f"{delta:g} + {gamma:g} * {'binarize' if conv == 'binarize' else 'torch.sign'}(x)"
+    return _INPUT_DESC[form]
 
 
 def _frozen_float(module, obs, call, geom, form, a, c, bias_call, w):
@@ -298,11 +354,24 @@ def _frozen_float(module, obs, call, geom, form, a, c, bias_call, w):
         if not _close(y_hat, o.output):
             return module, "kept as the user's own ops: a float rebuild of it does not reproduce its output", {}
     layer = _float_layer(call, geom, weight, bias)
-    out = nn.Sequential(_PREFIX[form](), layer) if form != "float" else layer
+    out = nn.Sequential(_prefix(form), layer) if form != "float" else layer
     levels = max(torch.unique(row).numel() for row in w.flatten(1))
-    zeros = " (exact zeros: torch.sign(0) = 0 is not +-1)" if bool((w == 0).any()) else ""
+    zeros = ""
+    if bool((w == 0).any()):
+        zeros = f" (exact zeros: torch.sign(0) = 0 is not +-1; {_zero_weight_desc(w == 0)}"
+        patched = zeros_as_plus_alpha(w)
+        if patched is not None and _two_valued(patched)[0]:
+            zeros += "; --zero-weights-as-plus-one takes them as +1 and makes the layer binary, with the deviation measured"
+        zeros += ")"
+    why = []
+    if levels <= 2 and not _two_valued(w)[0]:
+        why.append("two values per output channel that are not +-alpha (an offset: {beta-alpha, beta+alpha})")
+    if isinstance(form, tuple):
+        why.append("an input sign that is shifted / scaled (delta + gamma * sign)")
+    asym = (f"; BinaryConv has no per-channel offsets (contract v2), so: {' and '.join(why)}, as an exact float "
+            f"{call.kind}") if why else ""
     desc = (f"float {call.kind} {_shape_desc(call, geom)}: not binary, its effective weights take up to {levels} "
-            f"values per output channel{zeros}; input {_INPUT_DESC[form]}")
+            f"values per output channel{zeros}; input {_input_desc(form)}{asym}")
     return out, desc, {}
 
 
@@ -344,14 +413,35 @@ def _alpha_desc(alpha: torch.Tensor) -> str:
     return "+-alpha per output channel"
 
 
-def _binary(module, obs, call, geom, form, a, c, bias_call, w, alpha, facts):
+def zeros_as_plus_alpha(w: torch.Tensor) -> torch.Tensor | None:
+    """``w`` with its exact zeros replaced by +alpha_m (the channel's max |w|), when ``w`` has zeros and every
+    output channel has a non-zero weight; None otherwise."""
+    if not bool((w == 0).any()):
+        return None
+    amax = w.detach().abs().flatten(1).max(1).values
+    if not bool((amax > 0).all()):
+        return None
+    return torch.where(w == 0, amax.view(-1, *([1] * (w.dim() - 1))).to(w.dtype), w)
+
+
+def _zero_weight_desc(zeros: torch.Tensor) -> str:
+    where = [list(map(int, i)) for i in zeros.nonzero()[:3]]
+    more = f" and {int(zeros.sum()) - 3} more" if int(zeros.sum()) > 3 else ""
+    return f"{int(zeros.sum())} of {zeros.numel()} weights exactly 0 (at {where}{more})"
+
+
+def _binary(module, obs, call, geom, form, a, c, bias_call, w, alpha, facts, zeros=None):
     flow = facts.get("flow")
     pattern = torch.where(w >= 0, 1.0, -1.0).double()
     scale, shift = a * alpha, a * bias_call + c
     for o in obs:  # the exact semantics of the layer (its own sign convention) against its output
         y_hat = _per_channel(scale, o.output) * _conv64(_exact_input(form, o.probe), pattern, geom) \
             + _per_channel(shift, o.output)
-        if not _close(y_hat, o.output):
+        target = o.output
+        if zeros is not None:  # what the layer computes with its zero weights taken as +alpha
+            dw = torch.where(zeros, w.double(), 0.0)
+            target = o.output.double() + _per_channel(a, o.output) * _conv64(_exact_input(form, o.probe), dw, geom)
+        if not _close(y_hat, target):
             return module, "kept as the user's own ops: a BinaryConv rebuild does not reproduce its output", {}
     zeros_seen = bool(facts.get("input_has_zeros", flow.input_has_zeros if flow is not None else False))
     extra, note, prefix = {}, None, None
@@ -382,6 +472,10 @@ def _binary(module, obs, call, geom, form, a, c, bias_call, w, alpha, facts):
     if call.kind == "linear":
         kind += " as a 1x1 conv"
     desc = f"{kind} {_shape_desc(call, geom)}; weights {_alpha_desc(alpha)}; input {how}"
+    if zeros is not None:
+        desc += f"; --zero-weights-as-plus-one: {_zero_weight_desc(zeros)} taken as +1"
+        extra["zero_weights"] = {"count": int(zeros.sum()), "of": zeros.numel(),
+                                 "first": [list(map(int, i)) for i in zeros.nonzero()[:8]]}
     if note:
         desc += f"; note: {note}"
     return out, desc, extra

@@ -31,3 +31,16 @@ class LinearAsConv1x1(nn.Module):
 
     def forward(self, x):
         return self.conv(x[:, :, None, None]).flatten(1)
+
+
+class AffineOfSign(nn.Module):
+    """delta + gamma * s, s = binarize(x) (sign(0) = +1) or torch.sign(x): a shifted / scaled sign, e.g. DoReFa's
+    {0, 1} activations (sign(x) + 1) / 2."""
+
+    def __init__(self, convention: str, delta: float, gamma: float):
+        super().__init__()
+        self.sign = Binarize() if convention == "binarize" else TorchSign()
+        self.delta, self.gamma = float(delta), float(gamma)
+
+    def forward(self, x):
+        return self.sign(x) * self.gamma + self.delta
