@@ -350,10 +350,11 @@ _SETTLED_SITES: set[tuple[str, int]] = set()
 class SettledUpdate:
     """An in-place update of the model's state in forward that settled: where, and what it changes."""
     site: CallSite
-    target: str            # "parameter 'bn1.weight'"
+    targets: list[str]     # ["parameter 'bn1.weight'", ...]
 
     def note(self) -> str:
-        return (f"{display_path(self.site.file)}:{self.site.line} (`{self.site.source}`) updates {self.target} in "
+        what = self.targets[0] + (f" (and {len(self.targets) - 1} more)" if len(self.targets) > 1 else "")
+        return (f"{display_path(self.site.file)}:{self.site.line} (`{self.site.source}`) updates {what} in "
                 f"place in forward: after one call it is at a fixed point (a second call with another input left "
                 f"every parameter and buffer bit-identical); exported that state, the update dropped from the graph")
 
@@ -378,8 +379,11 @@ class _StateRecorder(TorchFunctionMode):
             if name is not None and not is_library_frame(frame):
                 file, line = _site_of(frame)
                 site = CallSite(file, line, getattr(func, "__name__", str(func)), _source_text(file, line))
-                if all(u.site != site for u in self.updates):
-                    self.updates.append(SettledUpdate(site, name))
+                update = next((u for u in self.updates if u.site == site), None)
+                if update is None:
+                    self.updates.append(SettledUpdate(site, [name]))
+                elif name not in update.targets:
+                    update.targets.append(name)
         return func(*args, **kwargs)
 
 
@@ -427,7 +431,7 @@ def settle_state(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[Set
         if changed:
             u = rec.updates[0]
             raise IdiomError(
-                f"{SourceLine(u.site.file, u.site.line, u.site.source).quoted()} changes {u.target} in place in forward, "
+                f"{SourceLine(u.site.file, u.site.line, u.site.source).quoted()} changes {u.targets[0]} in place in forward, "
                 f"and every call changes {changed[0][0]} '{changed[0][1]}' again (no fixed point): the exported graph "
                 f"cannot hold state that changes from call to call; move the update to the training loop or compute "
                 f"a new tensor")

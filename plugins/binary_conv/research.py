@@ -33,13 +33,13 @@ from torch import nn
 from .._conv_args import pair
 from .layer import BinaryConv2d, PackedBinaryConv2d
 from .probe import probe_input, probe_twice, run_probe
-from .research_forms import AffineOfSign, Binarize, LinearAsConv1x1, TorchSign
+from .research_forms import AffineOfSign, Binarize, Centre, LinearAsConv1x1, TorchSign
 
 #: Elements within this of +-1 / 0 count as sign values (an STE written sign(x) - f(x) + f(x) is off by ulps).
 SIGN_TOL = 1e-6
 #: The rebuilt layer must reproduce the research layer on the probes within this of max|y| (contract: 1e-4).
 CHECK_TOL = 1e-5
-_CMC_TYPES = (BinaryConv2d, PackedBinaryConv2d, TorchSign, Binarize, LinearAsConv1x1, AffineOfSign)
+_CMC_TYPES = (BinaryConv2d, PackedBinaryConv2d, TorchSign, Binarize, LinearAsConv1x1, AffineOfSign, Centre)
 
 
 def recognise(module: nn.Module, facts: dict | None = None):
@@ -150,7 +150,25 @@ def _input_form(probe: torch.Tensor, x: torch.Tensor) -> str | None:
     if torch.equal(x, torch.relu(p)):
         return "relu"
     fit = affine_of_sign(probe, x)
-    return None if fit is None else f"affine_{fit[0]}"
+    if fit is not None:
+        return f"affine_{fit[0]}"
+    fit = centred_sign(probe, x)
+    return None if fit is None else f"centred_{fit[0]}"
+
+
+def centred_sign(probe: torch.Tensor, x: torch.Tensor):
+    """(convention, dims) when ``x`` is the sign of the probe minus its mean over ``dims`` (per sample: (1, 2, 3),
+    or per sample and channel: (2, 3)), as activation-standardising codebases compute it (RBNN: (a - mean) / std,
+    then sign; the division does not change the sign); None otherwise."""
+    if not isinstance(x, torch.Tensor) or x.shape != probe.shape or probe.dim() < 2:
+        return None
+    x = x.double()
+    for dims in ((tuple(range(1, probe.dim())),) + (((2, 3),) if probe.dim() == 4 else ())):
+        c = probe.float() - probe.float().mean(dims, keepdim=True)  # float32, as the research code centres
+        for conv, s in (("binarize", torch.where(c >= 0, 1.0, -1.0)), ("sign", torch.sign(c))):
+            if bool(((x - s.double()).abs() <= SIGN_TOL).all()):
+                return conv, dims
+    return None
 
 
 def affine_of_sign(probe: torch.Tensor, x: torch.Tensor):
@@ -295,11 +313,16 @@ def _analyse(module, obs, facts):
         if fits[0] != fits[1]:
             return module, "kept as the user's own ops: the shift / scale around its input's sign changes between calls", {}
         form = fits[0]
+    elif form.startswith("centred_"):
+        fits = [centred_sign(o.probe, o.calls[0].input) for o in obs]
+        if fits[0] != fits[1]:
+            return module, "kept as the user's own ops: the centring before its input's sign changes between calls", {}
+        form = ("centred", *fits[0])
     if not binary:
         if not (form in ("sign", "binarize") or isinstance(form, tuple) or _few_levels(w1)):
             return None
         return _frozen_float(module, obs, c1, geom, form, a, c, bias_call, w1)
-    if isinstance(form, tuple):
+    if isinstance(form, tuple) and form[0] != "centred":
         return _frozen_float(module, obs, c1, geom, form, a, c, bias_call, w1)
     return _binary(module, obs, c1, geom, form, a, c, bias_call, w1, alpha, facts, zeros)
 
@@ -324,12 +347,17 @@ _PREFIX = {"sign": TorchSign, "binarize": Binarize, "relu": lambda: nn.ReLU()}
 
 
 def _prefix(form):
+    if isinstance(form, tuple) and form[0] == "centred":  # ("centred", convention, dims): sign(x - mean)
+        return nn.Sequential(Centre(form[2]), _PREFIX[form[1]]())
     if isinstance(form, tuple):  # (convention, delta, gamma): delta + gamma * sign
         return AffineOfSign(*form)
     return _PREFIX[form]()
 
 
 def _exact_input(form, p):
+    if isinstance(form, tuple) and form[0] == "centred":
+        _, conv, dims = form
+        return _exact_input(conv, p.float() - p.float().mean(dims, keepdim=True))
     p = p.double()
     if isinstance(form, tuple):
         conv, delta, gamma = form
@@ -338,6 +366,8 @@ def _exact_input(form, p):
 
 
 def _input_desc(form) -> str:
+    if isinstance(form, tuple) and form[0] == "centred":
+        return f"{_INPUT_DESC[form[1]]} after subtracting its mean over dims {form[2]}"
     if isinstance(form, tuple):
         conv, delta, gamma = form
         return f"{delta:g} + {gamma:g} * {'binarize' if conv == 'binarize' else 'torch.sign'}(x)"
@@ -445,7 +475,14 @@ def _binary(module, obs, call, geom, form, a, c, bias_call, w, alpha, facts, zer
             return module, "kept as the user's own ops: a BinaryConv rebuild does not reproduce its output", {}
     zeros_seen = bool(facts.get("input_has_zeros", flow.input_has_zeros if flow is not None else False))
     extra, note, prefix = {}, None, None
-    if form == "binarize":
+    if isinstance(form, tuple):  # ("centred", convention, dims): BinaryConv binarizes x - mean(x)
+        _, conv, dims = form
+        prefix, binarize_input = Centre(dims), True
+        how = f"centred (x - mean over dims {dims}) and binarized inside the layer"
+        if conv == "sign":
+            note = ("binarize(0)=+1 where the research code's torch.sign(0)=0: outputs would differ only where an "
+                    "input equals its mean exactly")
+    elif form == "binarize":
         binarize_input, how = True, "binarized inside the layer (sign(0) = +1)"
     elif form == "sign" and zeros_seen:
         # Inputs exactly 0 (after a ReLU): torch.sign gives 0 there, not +-1. Keep the sign a standard
@@ -464,10 +501,11 @@ def _binary(module, obs, call, geom, form, a, c, bias_call, w, alpha, facts, zer
     else:
         binarize_input, how = False, "float (binary weights only)"
     if form in ("sign", "binarize"):
-        extra["binarizes"] = "self"
+        extra["binarizes"] = "self"  # (a centred form binarizes a value of cmc's own, not one of the user's)
     layer = _binary_layer(call, geom, pattern, scale, shift, binarize_input)
     out = nn.Sequential(prefix, layer) if prefix is not None else layer
-    kind = ("Sign + " if isinstance(prefix, TorchSign) else "Relu + " if prefix is not None else "") + \
+    kind = ("Sign + " if isinstance(prefix, TorchSign) else "Centre + " if isinstance(prefix, Centre)
+            else "Relu + " if prefix is not None else "") + \
         f"BinaryConv (binarize_input={int(binarize_input)})"
     if call.kind == "linear":
         kind += " as a 1x1 conv"

@@ -44,3 +44,15 @@ class AffineOfSign(nn.Module):
 
     def forward(self, x):
         return self.sign(x) * self.gamma + self.delta
+
+
+class Centre(nn.Module):
+    """x - mean(x) over ``dims`` (per sample, or per sample and channel): the value a BinaryConv binarizes where the
+    research code standardises its activations before their sign."""
+
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = tuple(dims)
+
+    def forward(self, x):
+        return x - x.mean(self.dims, keepdim=True)

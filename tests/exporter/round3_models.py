@@ -225,5 +225,45 @@ def zero_weight_arch():
     return model
 
 
+# ------------------------------------------------------------ standardised activations (RBNN-style)
+
+class StandardisedBinConv2d(nn.Conv2d):
+    """Activations standardised per sample before their sign, weights standardised then signed, a learnt
+    per-channel scale after the call (as RBNN writes it; its weight rotation is parameter-only too)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha = nn.Parameter(self.weight.detach().abs().mean((1, 2, 3)).view(-1, 1, 1))
+
+    def forward(self, a0):
+        w = self.weight
+        w2 = (w - w.mean([1, 2, 3], keepdim=True)) / w.std([1, 2, 3], keepdim=True)
+        a1 = a0 - a0.mean([1, 2, 3], keepdim=True)
+        a2 = a1 / a1.std([1, 2, 3], keepdim=True)
+        out = F.conv2d(torch.sign(a2), torch.sign(w2), self.bias, self.stride, self.padding, self.dilation,
+                       self.groups)
+        return out * self.alpha
+
+
+class StandardisedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = StandardisedBinConv2d(16, 16, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        out = F.hardtanh(self.bn1(self.conv1(x)))
+        out = F.hardtanh(self.bn2(self.conv2(out)) + out)
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def standardised_arch():
+    torch.manual_seed(27)
+    return StandardisedNet()
+
+
 def build(name: str, **kwargs) -> nn.Module:
     return _calibrated(globals()[f"{name}_arch"](**kwargs))

@@ -143,3 +143,12 @@ def test_exact_zero_weights_are_named_and_the_opt_in_makes_the_layers_binary(tmp
               "--json", str(tmp_path / "v.json"), "--junit", str(tmp_path / "v.xml")]
     assert main(["verify", *common, "--zero-weights-as-plus-one"]) == 0
     assert main(["verify", *common]) == 3  # against the user's model: the measured deviation is a real one
+
+
+def test_activations_standardised_before_their_sign_become_centre_plus_binary_conv(tmp_path, in_repo_root):
+    rc, report, model = _export(tmp_path, "standardised")
+    assert rc == 0 and report["parity"]["passed"]
+    (entry,) = [e for e in report["converted"] if e["layer"] == "conv2"]
+    assert entry["status"] == "converted" and entry["to"].startswith("Centre + BinaryConv (binarize_input=1)")
+    assert [n.op_type for n in _cmc_nodes(model)] == ["BinaryConv"]
+    _report_agrees_with_onnx(report, model)
