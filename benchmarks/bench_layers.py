@@ -131,6 +131,18 @@ def adder_summary(records: list[dict]) -> list[dict]:
     return out
 
 
+def int8_gemm_operands(pixels: int, k: int, m: int, device):
+    """int8 A [pixels, K] and B [K, M] for ``torch._int_mm`` (M = out channels, K = C*kh*kw, rows = N*Ho*Wo),
+    K and M rounded up to multiples of 8 and rows to at least 17, as the cuBLASLt int8 path requires."""
+    def up(v, q):
+        return max(q, (v + q - 1) // q * q)
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(-127, 128, (max(17, pixels), up(k, 8)), generator=g, dtype=torch.int8)
+    b = torch.randint(-127, 128, (up(k, 8), up(m, 8)), generator=g, dtype=torch.int8)
+    return a.to(device), b.t().contiguous().t().to(device)  # B column-major, as cuBLASLt wants it
+
+
 def binary_summary(records: list[dict]) -> list[dict]:
     """Per layer, FP16: cuDNN FP16 time, each BinaryConv path's time and speed-up over it, the rule's
     BMMA tile and the fastest forced tile (the sweep that tunes the rule)."""
@@ -144,10 +156,15 @@ def binary_summary(records: list[dict]) -> list[dict]:
         if not base or not any(k.startswith("cmc_binary") for k in rs):
             continue
         row = {"layer": layer, "cudnn_fp16_ms": base["ms_median"]}
+        int8 = rs.get("int8_int_mm")
+        if int8:
+            row["int8_int_mm_ms"] = int8["ms_median"]
         for impl in ("cmc_binary_kernel", "cmc_binary_popcount", "cmc_binary_bmma", "cmc_binary_bmma_packed_io"):
             if impl in rs:
                 row[f"{impl}_ms"] = rs[impl]["ms_median"]
                 row[f"{impl}_speedup_vs_cudnn_fp16"] = round(base["ms_median"] / rs[impl]["ms_median"], 3)
+                if int8:
+                    row[f"{impl}_speedup_vs_int8"] = round(int8["ms_median"] / rs[impl]["ms_median"], 3)
                 if rs[impl].get("fraction_of_mma_b1") is not None:
                     row[f"{impl}_fraction_of_mma_b1"] = rs[impl]["fraction_of_mma_b1"]
         tiles = {r["tile"]: r["ms_median"] for k, r in rs.items() if k.startswith("cmc_binary_bmma_tile")}
@@ -219,6 +236,9 @@ def main(argv=None):
             x, wt = x32.to(dt), w32.to(dt)
             if device == "cuda":
                 runs.append(("cudnn_conv", dt_name, lambda x=x, wt=wt: F.conv2d(x, wt, None, s, p)))
+                if dt == torch.float16:  # the INT8 reference: the layer's GEMM alone (im2col excluded: a lower bound)
+                    a8, b8 = int8_gemm_operands(n * ho * wo, c * k * k, m, device)
+                    runs.append(("int8_int_mm", dt_name, lambda a8=a8, b8=b8: torch._int_mm(a8, b8)))
             elif dt == torch.float32:  # --smoke on the CPU (no half conv there)
                 runs.append(("torch_conv_cpu", dt_name, lambda x=x, wt=wt: F.conv2d(x, wt, None, s, p)))
             if dt == torch.float32 and not args.no_backward:

@@ -24,6 +24,11 @@ PYTEST_ARGS=${PYTEST_ARGS:-}
 BENCH=${BENCH:-bench_layers bench_bnn_net bench_train_step}
 exec > >(tee "$FOUT/suite.log") 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+stamp "TensorRT probe (issue 19 item 6: logged either way)"
+python3 -c "import tensorrt; print('tensorrt python', tensorrt.__version__)" 2>&1 | tail -1
+ldconfig -p | grep -i nvinfer || echo "no libnvinfer in ldconfig"
+command -v trtexec || echo "no trtexec on PATH"
+HAVE_TRT=0; python3 -c "import tensorrt" 2>/dev/null && HAVE_TRT=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl \
   && export PYTHONPATH=/tmp/site
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > /tmp/pip.log 2>&1 || { tail -20 /tmp/pip.log; exit 1; }
@@ -46,6 +51,12 @@ wait $CPID; tail -4 "$FOUT/ctest.log"
 stamp "plugin harness, enqueue under compute-sanitizer"
 OUT=/tmp/out_h CMC_CUDA_ARCHITECTURES=90-real bash trt_plugins/tests/run_harness_gpu.sh .gpu/trt/10.3/include .gpu/trt/11.1/include
 echo "harness rc=$?"; cat /tmp/out_h/harness_*.log > "$FOUT/harness.log" 2>/dev/null
+if [ "$HAVE_TRT" = 1 ]; then
+  stamp "TensorRT present: tensorrt-marked tests and --to trt on the samples"
+  timeout 240 python3 -m pytest -q -m tensorrt tests -p no:cacheprovider -rfEs > "$FOUT/trt_tests.log" 2>&1; echo "trt pytest rc=$?"
+  timeout 240 cmc-export samples/checkpoints/addernet_resnet20.pth --arch samples.addernet_resnet20:resnet20 \
+    --input-shape 1x3x32x32 --to trt -o /tmp/trt_out >> "$FOUT/trt_tests.log" 2>&1; echo "cmc-export --to trt rc=$?"
+fi
 wait $LPID; /tmp/limits | tee /tmp/limits.txt; export CMC_LIMITS_FILE=/tmp/limits.txt
 if [ "${SUITE_BENCH:-1}" = 1 ]; then
   for n in $BENCH; do

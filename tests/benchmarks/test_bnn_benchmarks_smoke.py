@@ -87,6 +87,32 @@ def test_binary_summary_splits_prepass_and_fused_tiles():
     assert row["best_packed_io_tile_speedup_vs_cudnn_fp16"] == 3.0
 
 
+def test_binary_summary_states_each_binary_path_against_the_int8_gemm():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_layers
+    finally:
+        sys.path.pop(0)
+    records = [dict(layer="L", impl=i, dtype="fp16", ms_median=ms) for i, ms in
+               (("cudnn_conv", 0.060), ("int8_int_mm", 0.045), ("cmc_binary_bmma", 0.030))]
+    (row,) = bench_layers.binary_summary(records)
+    assert row["int8_int_mm_ms"] == 0.045 and row["cmc_binary_bmma_speedup_vs_int8"] == 1.5
+
+
+def test_int8_gemm_operands_fit_int_mm():
+    """torch._int_mm's shape rules (rows > 16, K and M multiples of 8): the GEMM of a layer with odd sizes."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_layers
+    finally:
+        sys.path.pop(0)
+    a, b = bench_layers.int8_gemm_operands(9, 3 * 3 * 3, 10, "cpu")
+    assert a.shape == (17, 32) and b.shape == (32, 16) and a.dtype == b.dtype == torch.int8
+    assert b.stride() == (1, 32)  # column-major
+
+
 def test_bnn_net_speedups_pair_eager_and_graph_runs():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
