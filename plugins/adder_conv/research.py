@@ -26,6 +26,13 @@ def recognise(module: nn.Module, facts: dict | None = None):
         return None
     w = getattr(module, "adder", None)
     if not isinstance(w, torch.Tensor):
+        if next(module.children(), None) is None and any(p.dim() == 4 for p in module.parameters(recurse=False)):
+            # A leaf layer named like an adder with a conv-shaped weight, written differently from AdderNet's
+            # adder2d: never exported as float without a word.
+            return module, ("kept as the user's own ops: its class name says adder and it has a 4-D weight, but not "
+                            "AdderNet's adder2d layout (a 4-D Parameter 'adder' [M, C, k, k] with 'stride' and "
+                            "'padding' attributes), so cmc cannot prove it is an AdderConv; its forward is exported "
+                            "as written (rename the weight 'adder' if it computes -sum |x - w|)")
         return None
     if w.dim() != 4:
         raise ValueError(f"{type(module).__name__}: 'adder' weight must be 4-D [M, C, kh, kw], got {tuple(w.shape)}")

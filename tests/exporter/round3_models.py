@@ -265,5 +265,30 @@ def standardised_arch():
     return StandardisedNet()
 
 
+# ------------------------------------------------------------ an adder layer in another layout
+
+class Adder2DOther(nn.Module):
+    """An AdderNet layer written with a 'weight' Parameter instead of adder2d's 'adder'."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+
+    def forward(self, x):
+        cols = F.unfold(x, 3, padding=1)
+        out = -(cols.unsqueeze(1) - self.weight.view(1, self.weight.shape[0], -1, 1)).abs().sum(2)
+        return out.view(x.shape[0], -1, x.shape[2], x.shape[3])
+
+
+class OtherAdderNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.adder = Adder2DOther(3, 4)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.adder(x))
+
+
 def build(name: str, **kwargs) -> nn.Module:
     return _calibrated(globals()[f"{name}_arch"](**kwargs))

@@ -152,3 +152,12 @@ def test_activations_standardised_before_their_sign_become_centre_plus_binary_co
     assert entry["status"] == "converted" and entry["to"].startswith("Centre + BinaryConv (binarize_input=1)")
     assert [n.op_type for n in _cmc_nodes(model)] == ["BinaryConv"]
     _report_agrees_with_onnx(report, model)
+
+
+def test_an_adder_layer_in_another_layout_is_reported_kept_not_silently_float():
+    from cmc.exporter.convert import convert_research_layers, summarise
+
+    _, info = convert_research_layers(r3.OtherAdderNet().eval(), torch.randn(1, 3, 8, 8))
+    (entry,) = info
+    assert entry["layer"] == "adder" and entry["status"] == "kept" and "adder2d layout" in entry["to"]
+    assert summarise(info) == "1 kept as the user's own ops"
