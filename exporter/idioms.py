@@ -319,8 +319,10 @@ class _StateWatch(TorchFunctionMode):
             name = self.storages.get(_storage(target))
             if name is not None:
                 op = getattr(func, "__name__", str(func))
+                again = (", and every call changes it again (no fixed point)"
+                         if _site_of(_caller_of(func)) in _UNSETTLED_SITES else "")
                 raise IdiomError(
-                    f"{_where(_call_site(op))} changes {name} in place in forward (`{op}`): the exported graph "
+                    f"{_where(_call_site(op))} changes {name} in place in forward (`{op}`){again}: the exported graph "
                     f"cannot hold state that changes from call to call; move it to the training loop (e.g. clamp "
                     f"the weights after optimizer.step()) or compute a new tensor (`w = w.clamp(-1, 1)`)")
         return func(*args, **kwargs)
@@ -344,6 +346,15 @@ def _state(model: torch.nn.Module) -> list[tuple[str, str, torch.Tensor]]:
 # after ``settle_state`` has shown that a further call changes nothing, these call sites' updates are
 # dropped from the checked and the captured runs (they would not change a value). Keys: (file, line).
 _SETTLED_SITES: set[tuple[str, int]] = set()
+_UNSETTLED_SITES: set[tuple[str, int]] = set()   # seen changing the state on every call
+
+
+def _restore(model: torch.nn.Module, snapshot: dict):
+    with torch.no_grad():
+        for kind, name, t in _state(model):
+            saved = snapshot.get((kind, name))
+            if saved is not None and saved.shape == t.shape:
+                t.copy_(saved)
 
 
 @dataclass
@@ -409,14 +420,16 @@ def settle_state(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[Set
     """Calls the user's ``model`` on ``inputs`` (eager, no grad), recording in-place updates of its parameters and
     buffers made by the user's code. None: returns []. Otherwise every call after the first must leave the whole
     state bit-identical (a fixed point, e.g. a clamp): the updates are returned and their call sites registered
-    as settled until the enclosing ``settled_scope()`` ends; the model keeps the settled state. An update that
-    keeps changing the state raises ``IdiomError`` naming its line."""
+    as settled until the enclosing ``settled_scope()`` ends; the model keeps the settled state. Updates that keep
+    changing the state: the model's state is restored, [] returned, and the capture check's refusal of them
+    (if they survive conversion) says there is no fixed point."""
     state = _state(model)
     storages = {}
     for kind, name, t in state:
         ptr = _storage(t)
         if ptr is not None and t.numel():
             storages.setdefault(ptr, f"{kind} '{name}'")
+    initial = _snapshot(model)
     rec = _StateRecorder(storages)
     with eager_idioms(), torch.no_grad(), rec:
         model(inputs[0])
@@ -427,14 +440,13 @@ def settle_state(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[Set
         with eager_idioms(), torch.no_grad(), rec:
             model(x)
         after = _snapshot(model)
-        changed = [k for k in before if k not in after or not _bit_identical(before[k], after[k])]
-        if changed:
-            u = rec.updates[0]
-            raise IdiomError(
-                f"{SourceLine(u.site.file, u.site.line, u.site.source).quoted()} changes {u.targets[0]} in place in forward, "
-                f"and every call changes {changed[0][0]} '{changed[0][1]}' again (no fixed point): the exported graph "
-                f"cannot hold state that changes from call to call; move the update to the training loop or compute "
-                f"a new tensor")
+        if any(k not in after or not _bit_identical(before[k], after[k]) for k in before):
+            # Not settled: put the state back as it was and leave the verdict to the capture check, which
+            # refuses such an update only if it is still there after conversion (a recognised layer's own
+            # forward, micronet's in-place centring, never reaches capture).
+            _restore(model, initial)
+            _UNSETTLED_SITES.update((u.site.file, u.site.line) for u in rec.updates)
+            return []
     _SETTLED_SITES.update((u.site.file, u.site.line) for u in rec.updates)
     return rec.updates
 
@@ -443,13 +455,16 @@ def settle_state(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[Set
 def settled_scope():
     """One export: the call sites ``settle_state`` finds settled inside are dropped (they change nothing at the
     fixed point) until the scope ends; earlier ones do not leak in, these do not leak out."""
-    saved = set(_SETTLED_SITES)
+    saved, unsettled = set(_SETTLED_SITES), set(_UNSETTLED_SITES)
     _SETTLED_SITES.clear()
+    _UNSETTLED_SITES.clear()
     try:
         yield
     finally:
         _SETTLED_SITES.clear()
         _SETTLED_SITES.update(saved)
+        _UNSETTLED_SITES.clear()
+        _UNSETTLED_SITES.update(unsettled)
 
 
 def _is_settled(frame) -> bool:
