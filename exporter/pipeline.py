@@ -310,6 +310,9 @@ def run_export(opts: ExportOptions) -> dict:
             onnx_path.write_bytes(res.model.SerializeToString())
             counts = res.custom_node_counts()
             log(f"    com.cmc nodes: {counts or 'none'}; BN/ReLU folded into {len(res.folded)} node(s)")
+            if res.parameter_folding.get("nodes"):
+                log(f"    {res.parameter_folding['nodes']} node(s) computed from parameters alone folded into "
+                    f"{res.parameter_folding['constants']} constant(s)")
             if res.packed_chains and res.packed_chains["chains"]:
                 chains = res.packed_chains["chains"]
                 log(f"    packed chains (1-bit activations between binary layers): {len(chains)} over "
@@ -317,6 +320,7 @@ def run_export(opts: ExportOptions) -> dict:
         report["export"] = {
             "onnx": onnx_name, "opset": 18, "dynamic_batch": res.dynamic_batch,
             "custom_nodes": counts, "folded_epilogues": res.folded, "notes": res.notes,
+            "parameter_folding": res.parameter_folding,
             "inputs": res.input_names, "outputs": res.output_names,
             "packed_chains": res.packed_chains if opts.packed_chains else {"skipped": "--no-packed-chains"},
         }
