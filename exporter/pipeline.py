@@ -191,9 +191,29 @@ def prepare(opts: ExportOptions, steps: Steps):
                 warn(f"--accept-deviation: the shrunk model differs from the original by "
                      f"{deviation['max_rel_err']:.3g} of max|y| (constant channels folded into padded layers: exact "
                      "away from the borders); parity is checked against the shrunk model")
+    model = _constant_channel_selections(model, x, report)
     deploy = pack_for_deployment(model).eval()
     _dry_run(deploy, x)
     return reference, deploy, x, report
+
+
+def _constant_channel_selections(model, x, report: dict):
+    """Network Slimming's channel_selection layers that shrinking did not replace (nothing pruned, or
+    --no-shrink) become the constant index selections they are: their forward's NumPy gather cannot be
+    captured. Each is checked on the example run (see shrink.normalize.constant_channel_selections)."""
+    from .idioms import eager_idioms
+    from .shrink.normalize import constant_channel_selections
+
+    with eager_idioms():  # the user's eager forward, research-code idioms included
+        model, replaced = constant_channel_selections(model, (x,))
+    if replaced:
+        identity = sum(e["action"].endswith(": Identity") for e in replaced)
+        note = (f"channel_selection: {len(replaced)} layer(s) exported as constant index selections "
+                f"({identity} select every channel: Identity; {len(replaced) - identity} gather)")
+        report["notes"].append(note)
+        report["channel_selections"] = replaced
+        log(f"    {note}")
+    return model
 
 
 def _jsonable(d: dict) -> dict:
