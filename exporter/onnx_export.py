@@ -155,6 +155,8 @@ def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = T
         ops = ", ".join(f"{op} {k}" for op, k in sorted(param_folding["ops"].items(), key=lambda e: (-e[1], e[0])))
         notes.append(f"folded {param_folding['nodes']} parameter-only node(s) ({ops}) into "
                      f"{param_folding['constants']} constant(s), evaluated once by onnxruntime's CPU kernels")
+    elif param_folding.get("not_folded"):
+        notes.append(param_folding["not_folded"])
     name_cmc_nodes(irm)
     folded = fold_into_epilogues(irm) if fold_epilogues else []
     chains = None

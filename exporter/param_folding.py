@@ -25,6 +25,8 @@ from collections import Counter
 import onnx
 import onnx_ir as ir
 
+from .errors import CmcError
+
 STANDARD_DOMAINS = ("", "ai.onnx")
 #: ops whose result is not a function of their inputs (a fresh draw per run)
 RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
@@ -103,7 +105,8 @@ def _evaluate(proto: onnx.ModelProto) -> list:
 def fold_parameter_subgraphs(model: ir.Model) -> dict:
     """Replace every parameter-only sub-graph of ``model`` (in place) by the constants it computes.
 
-    Returns {"nodes": nodes removed, "constants": initializers added, "ops": {op_type: count}}."""
+    Returns {"nodes": nodes removed, "constants": initializers added, "ops": {op_type: count}}, and
+    ``not_folded`` (the reason) where onnxruntime cannot evaluate them: the graph is then left as it is."""
     graph = model.graph
     nodes = parameter_only_nodes(graph)
     if not nodes:
@@ -118,11 +121,21 @@ def fold_parameter_subgraphs(model: ir.Model) -> dict:
     for i, v in enumerate(wanted):
         if not v.name:
             v.name = f"cmc_folded_{i}"
-    arrays = _evaluate(_evaluation_model(model, nodes, wanted))
-    for value, array in zip(wanted, arrays):
+    try:
+        arrays = _evaluate(_evaluation_model(model, nodes, wanted))
+        types = [ir.DataType.from_numpy(a.dtype) for a in arrays]
+    except Exception as e:  # the graph is still correct as it is: keep it, and say why
+        return {"nodes": 0, "constants": 0, "ops": {},
+                "not_folded": f"{len(nodes)} parameter-only node(s) kept: onnxruntime could not evaluate them "
+                              f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})"}
+    for value, array, dtype in zip(wanted, arrays, types):
+        if value.dtype is not None and value.dtype != dtype:
+            raise CmcError(f"folding parameter-only value {value.name}: onnxruntime returned {dtype.name}, "
+                           f"the graph says {value.dtype.name}")
+    for value, array, dtype in zip(wanted, arrays, types):
         name = value.name
         value.name = None   # the name passes to the initializer that replaces it
-        const = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
                          const_value=ir.tensor(array, name=name))
         graph.register_initializer(const)
         value.replace_all_uses_with(const)

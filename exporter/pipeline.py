@@ -333,6 +333,8 @@ def run_export(opts: ExportOptions) -> dict:
             if res.parameter_folding.get("nodes"):
                 log(f"    {res.parameter_folding['nodes']} node(s) computed from parameters alone folded into "
                     f"{res.parameter_folding['constants']} constant(s)")
+            elif res.parameter_folding.get("not_folded"):
+                warn(res.parameter_folding["not_folded"])
             if res.packed_chains and res.packed_chains["chains"]:
                 chains = res.packed_chains["chains"]
                 log(f"    packed chains (1-bit activations between binary layers): {len(chains)} over "

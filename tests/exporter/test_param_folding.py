@@ -134,3 +134,23 @@ def test_cmc_nodes_and_function_bodies_are_left_alone(monkeypatch):
     xb = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     for a, b in zip(_ort(res.model, xb), _ort(plain.model, xb)):
         assert np.array_equal(a, b)
+
+
+def test_a_sub_graph_onnxruntime_cannot_evaluate_is_kept_and_said(monkeypatch):
+    from cmc.exporter import param_folding
+
+    def refuse(proto):
+        raise RuntimeError("no kernel for this op")
+
+    monkeypatch.setattr(param_folding, "_evaluate", refuse)
+    torch.manual_seed(0)
+    model = _AdderThenStandardized().eval()
+    res = onnx_export.export_onnx(model, torch.randn(1, 3, 16, 16))
+    kept = parameter_only_nodes(res.model)
+    assert kept and res.parameter_folding["nodes"] == 0
+    assert res.notes == [f"{len(kept)} parameter-only node(s) kept: onnxruntime could not evaluate them "
+                         "(RuntimeError: no kernel for this op)"]
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(_ort(res.model, x)[0] - ref).max() <= 1e-4 * np.abs(ref).max()
