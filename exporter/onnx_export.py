@@ -4,6 +4,8 @@ torch.export captures the cmc custom ops as single nodes; ``run_decompositions``
 ``torch.onnx.ops.symbolic`` (a com.cmc node) and the dynamo exporter writes the graph. Afterwards,
 on the ONNX IR:
 
+* sub-graphs computed from parameters alone (a kept layer's weight standardisation, rotation, sign
+  binarization) are folded into initializers (``cmc.exporter.param_folding``);
 * a BatchNormalization (+ Relu) that alone consumes a com.cmc node's output is folded into the
   node's epilogue inputs (scale, shift, activation) — one kernel instead of three;
 * with ``packed_chains``, BinaryConvs whose output only binarizing BinaryConvs read pass it on as
@@ -29,6 +31,7 @@ from cmc.plugins.onnx_function import BODY_OPSET
 from cmc.plugins.registry import OPERATORS, by_op_type
 
 from .errors import CmcError
+from .param_folding import fold_parameter_subgraphs
 
 DOMAIN = "com.cmc"
 PLUGIN_ATTRS = ("plugin_version", "plugin_namespace")
@@ -46,6 +49,8 @@ class ExportResult:
     folded: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     packed_chains: dict | None = None  # packed_chains.pack_chains' report; None when not asked for
+    #: param_folding.fold_parameter_subgraphs' report: parameter-only nodes folded into constants
+    parameter_folding: dict = field(default_factory=dict)
 
     def custom_node_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -144,6 +149,14 @@ def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = T
     except Exception as e:
         raise CmcError(f"ONNX export failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from e
     irm = program.model
+    # Before the epilogue fold, so that a scale/shift computed from parameters is a constant there.
+    param_folding = fold_parameter_subgraphs(irm)
+    if param_folding["nodes"]:
+        ops = ", ".join(f"{op} {k}" for op, k in sorted(param_folding["ops"].items(), key=lambda e: (-e[1], e[0])))
+        notes.append(f"folded {param_folding['nodes']} parameter-only node(s) ({ops}) into "
+                     f"{param_folding['constants']} constant(s), evaluated once by onnxruntime's CPU kernels")
+    elif param_folding.get("not_folded"):
+        notes.append(param_folding["not_folded"])
     name_cmc_nodes(irm)
     folded = fold_into_epilogues(irm) if fold_epilogues else []
     chains = None
@@ -161,7 +174,7 @@ def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = T
         raise CmcError(f"exported ONNX fails the ONNX checker: {str(e).splitlines()[0][:300]}") from e
     return ExportResult(model=proto, input_names=[i.name for i in proto.graph.input],
                         output_names=[o.name for o in proto.graph.output], dynamic_batch=dynamic,
-                        folded=folded, notes=notes, packed_chains=chains)
+                        folded=folded, notes=notes, packed_chains=chains, parameter_folding=param_folding)
 
 
 def _has_dynamic_batch(ep) -> bool:

@@ -202,6 +202,7 @@ def prepare(opts: ExportOptions, steps: Steps):
                 warn(f"--accept-deviation: the shrunk model differs from the original by "
                      f"{deviation['max_rel_err']:.3g} of max|y| (constant channels folded into padded layers: exact "
                      "away from the borders); parity is checked against the shrunk model")
+    model = _constant_channel_selections(model, x, report)
     deploy = pack_for_deployment(model).eval()
     _dry_run(deploy, x)
     return reference, deploy, x, report
@@ -240,6 +241,25 @@ def _settle(model: torch.nn.Module, x: torch.Tensor):
     for u in updates:
         log(f"    {u.note()}")
     return updates
+
+
+def _constant_channel_selections(model, x, report: dict):
+    """Network Slimming's channel_selection layers that shrinking did not replace (nothing pruned, or
+    --no-shrink) become the constant index selections they are: their forward's NumPy gather cannot be
+    captured. Each is checked on the example run (see shrink.normalize.constant_channel_selections)."""
+    from .idioms import eager_idioms
+    from .shrink.normalize import constant_channel_selections
+
+    with eager_idioms():  # the user's eager forward, research-code idioms included
+        model, replaced = constant_channel_selections(model, (x,))
+    if replaced:
+        identity = sum(e["action"].endswith(": Identity") for e in replaced)
+        note = (f"channel_selection: {len(replaced)} layer(s) exported as constant index selections "
+                f"({identity} select every channel: Identity; {len(replaced) - identity} gather)")
+        report["notes"].append(note)
+        report["channel_selections"] = replaced
+        log(f"    {note}")
+    return model
 
 
 def _jsonable(d: dict) -> dict:
@@ -373,6 +393,13 @@ def run_export(opts: ExportOptions) -> dict:
             counts = res.custom_node_counts()
             log(f"    com.cmc nodes: {counts or 'none'}; BN/ReLU folded into {len(res.folded)} node(s)")
             _prove_in_onnx(res.model, report.get("converted", []))
+
+
+            if res.parameter_folding.get("nodes"):
+                log(f"    {res.parameter_folding['nodes']} node(s) computed from parameters alone folded into "
+                    f"{res.parameter_folding['constants']} constant(s)")
+            elif res.parameter_folding.get("not_folded"):
+                warn(res.parameter_folding["not_folded"])
             if res.packed_chains and res.packed_chains["chains"]:
                 chains = res.packed_chains["chains"]
                 log(f"    packed chains (1-bit activations between binary layers): {len(chains)} over "
@@ -380,6 +407,7 @@ def run_export(opts: ExportOptions) -> dict:
         report["export"] = {
             "onnx": onnx_name, "opset": 18, "dynamic_batch": res.dynamic_batch,
             "custom_nodes": counts, "folded_epilogues": res.folded, "notes": res.notes,
+            "parameter_folding": res.parameter_folding,
             "inputs": res.input_names, "outputs": res.output_names,
             "packed_chains": res.packed_chains if opts.packed_chains else {"skipped": "--no-packed-chains"},
         }

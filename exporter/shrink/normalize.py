@@ -9,7 +9,9 @@ scales -- are plain parameter values that the channel analysis reads directly):
   subclass with a ``mask`` tensor whose forward multiplies the weight by it. It becomes a plain
   ``nn.Conv2d`` / ``nn.Linear`` holding ``weight * mask``.
 * Network Slimming's ``channel_selection``: a module with a 1-D ``indexes`` parameter whose forward
-  gathers the channels where it is nonzero. It becomes :class:`ChannelSelect` (an index_select).
+  gathers the channels where it is nonzero. It becomes :class:`ChannelSelect` (an index_select); a
+  model exported without shrinking gets the same for each of its channel_selections
+  (:func:`constant_channel_selections`), or ``nn.Identity`` where one selects every channel.
 
 Every replacement is checked on the activations the original layer saw: a layer whose forward does
 not compute what its mask says is refused (MaskError) instead of being guessed at.
@@ -199,17 +201,42 @@ def normalize(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, list[
                               "action": "mask applied and made permanent; hook removed"})
 
     # 2. research-code layers: capture what each computes on the example, then replace and compare.
-    targets = [(n, m) for n, m in model.named_modules() if is_masked_layer(m) or is_channel_selection(m)]
+    targets = [n for n, m in model.named_modules() if is_masked_layer(m) or is_channel_selection(m)]
+    model, replaced = _replace_checked(model, targets, example_inputs)
+    return model, notes + replaced
+
+
+def constant_channel_selections(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, list[dict]]:
+    """Every ``channel_selection`` left in ``model`` (in place) as the constant index selection it is.
+
+    For a model that is exported without shrinking (nothing pruned, e.g. sparsity-trained and not yet
+    slimmed, or --no-shrink): the research forward reads its indexes into NumPy, which torch.export
+    cannot capture, but the indexes are parameters, so the selection is the same on every call. One that
+    selects every channel in order becomes ``nn.Identity``, any other a :class:`ChannelSelect`; each is
+    checked on the activations it saw (MaskError if its forward computes something else)."""
+    targets = [n for n, m in model.named_modules() if is_channel_selection(m)]
+    for n in targets:
+        if not bool((model.get_submodule(n).indexes != 0).any()):
+            raise AllChannelsPrunedError(f"layer {n}: channel_selection selects none of its "
+                                         f"{model.get_submodule(n).indexes.numel()} channels")
+    return _replace_checked(model, targets, example_inputs, identity_when_all=True)
+
+
+def _replace_checked(model: nn.Module, targets: list[str], example_inputs: tuple,
+                     identity_when_all: bool = False) -> tuple[nn.Module, list[dict]]:
+    """Replace the research layers at ``targets`` by plain ones, each checked on what it computed in
+    one run on the example. Returns (model, notes)."""
+    notes: list[dict] = []
     if not targets:
         return model, notes
     seen: dict[str, tuple] = {}
     handles = []
-    for n, m in targets:
+    for n in targets:
         def hook(mod, args, out, n=n):
             if n not in seen and args and isinstance(args[0], torch.Tensor):
                 o = _first_tensor(out)
                 seen[n] = (args[0].detach().clone(), None if o is None else o.detach().clone())
-        handles.append(m.register_forward_hook(hook))
+        handles.append(model.get_submodule(n).register_forward_hook(hook))
     try:
         with torch.no_grad():
             model(*example_inputs)
@@ -217,7 +244,8 @@ def normalize(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, list[
         for h in handles:
             h.remove()
 
-    for n, m in targets:
+    for n in targets:
+        m = model.get_submodule(n)
         if is_masked_layer(m):
             with torch.no_grad():
                 w = (m.weight * m.mask).detach()
@@ -226,9 +254,12 @@ def normalize(model: nn.Module, example_inputs: tuple) -> tuple[nn.Module, list[
             action = "weight * mask made permanent; plain " + type(new).__name__
         else:
             idx = torch.nonzero(m.indexes.detach() != 0).flatten().cpu()
-            new = ChannelSelect(idx, m.indexes.numel()).to(m.indexes.device)
             form = f"{type(m).__name__} (indexes)"
-            action = f"gather of {idx.numel()}/{m.indexes.numel()} channels as ChannelSelect"
+            if identity_when_all and idx.numel() == m.indexes.numel():
+                new, action = nn.Identity(), f"selects all {idx.numel()} channels in order: Identity"
+            else:
+                new = ChannelSelect(idx, m.indexes.numel()).to(m.indexes.device)
+                action = f"gather of {idx.numel()}/{m.indexes.numel()} channels as ChannelSelect"
         if n in seen:
             x, y = seen[n]
             with torch.no_grad():

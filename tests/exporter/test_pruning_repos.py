@@ -20,6 +20,7 @@ import functools
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -257,3 +258,51 @@ def _args(text):
     from cmc.exporter.arch import parse_arch_args
 
     return parse_arch_args(text)
+
+
+# ---------------------------------------------------------------- channel_selection before pruning (issue 17, 7)
+# A sparsity-trained model straight from main.py -sr (or any model whose channel_selection layers hold
+# their indexes, pruned or not, exported without shrinking) reaches capture with the research forward's
+# NumPy gather: its indexes are parameters, so the selection is a constant and exports as one. With
+# --slim the same checkpoint is the ("train") case above.
+
+def _channel_selections(model) -> int:
+    return sum(type(m).__name__ == "channel_selection" for m in model.modules())
+
+
+@pytest.mark.parametrize("name,form,extra", [
+    ("densenet40", "train", []),                    # all-ones indexes, nothing pruned: no shrink
+    ("preresnet29", "train", []),
+    ("preresnet29", "pruned", ["--no-shrink"]),     # indexes with zeros, kept as gathers
+])
+def test_channel_selection_exports_without_shrinking(name, form, extra, tmp_path, in_repo_root, capsys):
+    arch, arch_args, builder, *_, shape = MODELS[name]
+    trained, _, cfg, rebuilt = _prepared(name)
+    ckpt = tmp_path / ("checkpoint.pth.tar" if form == "train" else "pruned.pth.tar")
+    _checkpoint(name, form, ckpt)
+    user = trained if form == "train" else rebuilt
+    n_sel = _channel_selections(user)
+    all_ones = form == "train"
+    assert n_sel and all(bool((m.indexes == 1).all()) == all_ones
+                         for m in user.modules() if type(m).__name__ == "channel_selection")
+    argv = [str(ckpt), "--arch", arch, "--arch-args", arch_args, "--input-shape", "x".join(map(str, shape)),
+            "--verify-batch", "2", "-o", str(tmp_path / "out"), *extra]
+    assert main(argv) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["parity"]["passed"] and report["parity"]["tolerance"] <= 1e-4
+    assert "report" not in report["shrink"]          # nothing was shrunk: the selections stay selections
+    sel = report["channel_selections"]
+    assert len(sel) == n_sel
+    assert all(e["action"].endswith(": Identity") == all_ones for e in sel)
+    assert f"channel_selection: {n_sel} layer(s) exported as constant index selections" in err
+    if form == "train":
+        assert "--slim PERCENT" in err               # the sparsity hint is still given
+
+    x = torch.randn(3, *shape[1:], generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = user(x).numpy()
+    path = tmp_path / "out" / f"{ckpt.name.split('.')[0]}.onnx"
+    assert np.abs(_onnx_output(path, x) - ref).max() / np.abs(ref).max() <= 1e-4
+    gathers = sum(n.op_type == "Gather" for n in onnx.load(str(path)).graph.node)
+    assert gathers >= (0 if all_ones else n_sel)
