@@ -159,11 +159,17 @@ def _record_device_call(what: str):
             record.append(site)
 
 
-def _cuda_stays(self, *args, **kwargs):
-    if is_library_frame(sys._getframe(1)):
-        return _TENSOR_CUDA.original()(self, *args, **kwargs)
-    _record_device_call("Tensor.cuda")
-    return self
+def _stays(patch: _Patch, what: str):
+    """``x.cuda()`` from the user's code returns ``x`` (PyTorch's own calls keep PyTorch's behaviour)."""
+    def cuda(self, *args, **kwargs):
+        if is_library_frame(sys._getframe(1)):
+            return patch.original()(self, *args, **kwargs)
+        _record_device_call(what)
+        return self
+    return cuda
+
+
+_cuda_stays = _stays(_TENSOR_CUDA, "Tensor.cuda")
 
 
 def _to_without_cuda(self, *args, **kwargs):
@@ -188,11 +194,7 @@ _MODULE_CUDA = _Patch(torch.nn.Module, "cuda")
 _MODULE_TO = _Patch(torch.nn.Module, "to")
 
 
-def _module_cuda_stays(self, *args, **kwargs):
-    if is_library_frame(sys._getframe(1)):
-        return _MODULE_CUDA.original()(self, *args, **kwargs)
-    _record_device_call("Module.cuda")
-    return self
+_module_cuda_stays = _stays(_MODULE_CUDA, "Module.cuda")
 
 
 def _module_to_without_cuda(self, *args, **kwargs):
