@@ -257,9 +257,10 @@ def _binarized_input(node: onnx.NodeProto) -> int | None:
 def decision_paths(graph: onnx.GraphProto, act: set[str]) -> tuple[set[str], dict[int, str]]:
     """(tensors that must keep their float32 value, {node: reason} for nodes that must compute in float32).
 
-    A binarized input (Sign, BinaryConv's X) only needs the right sign: float16 rounding of a value
-    computed in float32 keeps its sign, so the producer must compute in float32 from float32 values; ops
-    that compute nothing pass the requirement on. Threshold ops (comparisons, rounding) need values.
+    A binarized input (Sign, BinaryConv's X) only needs the right sign: a value computed in float32 and
+    narrowed to float16 by BinaryConv's float16 rule keeps it (plain rounding would turn [-2^-25, 0) into
+    -0 and (0, 2^-25] into +0; see sign_read_tensors), so the producer must compute in float32 from float32 values; ops that
+    compute nothing pass the requirement on. Threshold ops (comparisons, rounding) need values.
     """
     producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
     keep_value: set[str] = set()
@@ -299,6 +300,26 @@ def decision_paths(graph: onnx.GraphProto, act: set[str]) -> tuple[set[str], dic
     return keep_value, islands
 
 
+def sign_read_tensors(graph: onnx.GraphProto, act: set[str]) -> set[str]:
+    """Activations whose sign a binarization reads (Sign, a binarizing BinaryConv's X), directly or through
+    ops that compute nothing (MaxPool, Relu, Reshape, ...). Where such a tensor is float32 and its reader
+    float16, the conversion narrows it by BinaryConv's float16 rule (contract.json "float16_rounding": a
+    nonzero value never becomes zero), so float16 storage never changes the binarization or Sign."""
+    producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
+    work = [node.input[b] for node in graph.node
+            if (b := _binarized_input(node)) is not None and b < len(node.input)]
+    seen: set[str] = set()
+    while work:
+        t = work.pop()
+        if t not in act or t in seen:
+            continue
+        seen.add(t)
+        k = producer.get(t)
+        if k is not None and graph.node[k].op_type in EXACT_OPS and graph.node[k].domain in ("", "ai.onnx"):
+            work.extend(i for i in graph.node[k].input if i in act)
+    return seen
+
+
 # ---------------------------------------------------------------- the plan: which nodes run in float16
 
 def _keep_large_values(graph, start, limit, act, stats, producer, keep_value, islands, why):
@@ -327,6 +348,7 @@ class Plan:
         self.reasons: dict[int, str] = {}
         self.inputs_fp32: set[str] = set()
         self.outputs_fp32: set[str] = set()
+        self.sign_read: set[str] = set()
         self.notes: list[str] = []
 
 
@@ -368,6 +390,7 @@ def plan(model, act, consts, stats, fp32_above, opset) -> Plan:
     producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
     overflow = {t for t, s in stats.items() if t in act and s["max_abs"] > fp32_above}
     keep_value, islands = decision_paths(graph, act)
+    out.sign_read = sign_read_tensors(graph, act)
     for node in graph.node:  # BatchNorm cancelling a large mean: what computed its input must not be rounded
         if node.op_type == "BatchNormalization" and node.input[0] in stats and node.output[0] in stats:
             x, y = stats[node.input[0]]["max_abs"], stats[node.output[0]]["max_abs"]
