@@ -24,7 +24,8 @@ def round_to_float16(v) -> np.ndarray:
     value that would become zero becomes +-2^-24 with its sign, so that binarize and sign of the result are
     those of v."""
     v32 = np.asarray(v, np.float32)
-    h = v32.astype(np.float16)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond 65504 float16 holds +-inf, as the kernels store
+        h = v32.astype(np.float16)
     tiny = np.where(v32 < 0, np.float16(-FLOAT16_TINY), np.float16(FLOAT16_TINY))
     return np.where((v32 != 0) & (h == 0), tiny, h)
 
