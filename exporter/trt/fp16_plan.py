@@ -424,7 +424,12 @@ def plan(model, act, consts, stats, fp32_above, opset) -> Plan:
 def float16_compute_nodes(model: onnx.ModelProto) -> int:
     """How many nodes of ``model`` (Casts aside) read or write a float16 tensor: what makes an engine built
     from it an FP16 engine. 0 means every computation is float32, whatever the graph's I/O types say."""
-    types, _ = tensor_types(model)
+    try:
+        types, _ = tensor_types(model)
+    except CmcError:  # a given model that does not type-check: the types it declares
+        types = {vi.name: vi.type.tensor_type.elem_type
+                 for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)}
+        types.update({i.name: i.data_type for i in model.graph.initializer})
     return sum(1 for n in model.graph.node
                if n.op_type != "Cast" and any(types.get(t) == F16 for t in list(n.input) + list(n.output) if t))
 
