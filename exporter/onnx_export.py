@@ -305,8 +305,10 @@ def _drop_unused_initializers(graph: ir.Graph):
 
 
 def mark_plugin_attributes(model: ir.Model):
-    """plugin_version / plugin_namespace: how TensorRT's ONNX parser finds cmc's plugin."""
-    for node in model.graph:
+    """plugin_version / plugin_namespace: how TensorRT's ONNX parser finds cmc's plugin (on com.cmc nodes of
+    the main graph and of the model's own functions, which TensorRT inlines)."""
+    nodes = list(model.graph) + [node for fn in model.functions.values() for node in fn]
+    for node in nodes:
         if node.domain != DOMAIN:
             continue
         entry = by_op_type(node.op_type)

@@ -203,6 +203,14 @@ def has_fp16(model: onnx.ModelProto) -> bool:
             or any(i.data_type == f16 for i in model.graph.initializer))
 
 
+def built_precision(model: onnx.ModelProto) -> str:
+    """"fp16" when some node of the model TensorRT builds computes on float16 tensors, else "fp32": the label,
+    the network type and the engine check's tolerance follow what is built, not what was asked."""
+    from .fp16_plan import float16_compute_nodes
+
+    return "fp16" if has_fp16(model) and float16_compute_nodes(model) else "fp32"
+
+
 def _calibration_feeds(original: onnx.ModelProto, batch, example, seed: int) -> list[dict]:
     """Inputs for the FP16 conversion's range check: the example (if any) and random inputs at the profile's
     opt and max batch (seeds apart from the verification's)."""
@@ -271,13 +279,19 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, tf32
     batch = normalize_batch(batch, example)
 
     # 1. The model TensorRT builds: float32 as exported, or cmc's float16 conversion of it.
-    model, fp16_report, fp16_onnx = original, None, None
+    model, fp16_report, fp16_onnx, notes = original, None, None, []
     if fp16 and not has_fp16(original):
         from .fp16_onnx import convert_to_fp16
 
-        model, fp16_report = convert_to_fp16(original, _calibration_feeds(original, batch, example, seed))
-        fp16_onnx = save_onnx_atomic(model, out.path(f"{stem}.fp16.onnx"))
-    precision = "fp16" if (fp16 or has_fp16(model)) else "fp32"
+        converted, fp16_report = convert_to_fp16(original, _calibration_feeds(original, batch, example, seed))
+        if fp16_report["fp16_nodes"]:
+            model = converted
+            fp16_onnx = save_onnx_atomic(model, out.path(f"{stem}.fp16.onnx"))
+        else:  # an "FP16" engine that computes nothing in float16 would be a float32 engine under a false label
+            reasons = "; ".join(sorted({r["reason"] for r in fp16_report["fp32_nodes"]}))[:300] or "no float activations"
+            notes.append(f"--fp16: no node of this model can compute in float16 ({reasons}); built in FP32")
+            print(f"cmc: warning: {notes[-1]}", file=sys.stderr)
+    precision = built_precision(model)
     profiles = input_profiles(model, batch, example)
 
     # 2. The plugin library, loaded into this process.
@@ -337,6 +351,7 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, tf32
         "plugin_libraries": {n: {"file": p.name, "sha256": sha256_file(p)} for n, p in placed_libs.items()},
         "plugin_load": load_info,
         "precision": precision,
+        "fp16_requested": bool(fp16),
         "network": "strongly typed" if precision == "fp16" or trt_major(trt) >= 11 else "weakly typed (float32)",
         "tf32": tf32_set,
         "fp16_conversion": fp16_report,
@@ -350,6 +365,7 @@ def build_trt(onnx_path: str | os.PathLike, out_dir, *, fp16: bool = False, tf32
         "sha256": {"engine": hashlib.sha256(engine_bytes).hexdigest(), "onnx": sha256_file(onnx_path),
                    "onnx_for_tensorrt": sha256_file(trt_onnx)},
         "timings_s": {"build": round(build_s, 3)},
+        "notes": notes,
     }
 
     # 6. Verification: the engine against the reference at each distinct batch of the profile.

@@ -34,6 +34,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from cmc.plugins.binary_conv.reference import FLOAT16_TINY, VARIANTS
+
 from ..errors import CmcError
 from .fp16_plan import (DEFAULT_FP32_ABOVE, F16, F32, activations, attr_value, batchnorm_fold, calibrate,
                         constant_values, default_opset, graph_node_label, node_rule, plan, set_attr, tensor_types)
@@ -113,7 +115,7 @@ def convert_to_fp16(model: onnx.ModelProto, calibration_feeds: list[dict[str, np
     # 3. Rewrite node by node: every input gets the type the node needs (a converted constant or a Cast).
     new_inits: list[onnx.TensorProto] = []
     cache: dict[tuple[str, int], str] = {}
-    counts = {"casts": len(tail), "constants": 0, "batchnorms": 0}
+    counts = {"casts": len(tail), "constants": 0, "batchnorms": 0, "sign_keeping": 0}
 
     def typed(t: str, want: int, before: list) -> str:
         have = new_type.get(t, types.get(t))
@@ -127,7 +129,11 @@ def convert_to_fp16(model: onnx.ModelProto, calibration_feeds: list[dict[str, np
                 counts["constants"] += 1
             else:
                 name = names.fresh(f"{t}__to_{suffix}")
-                before.append(helper.make_node("Cast", [t], [name], to=want, name=names.fresh(f"cast_{name}")))
+                src = t
+                if want == F16 and t in the_plan.sign_read:  # a binarization or Sign reads it: keep its sign
+                    src = keep_sign_for_float16(t, names, before, new_inits)
+                    counts["sign_keeping"] += 1
+                before.append(helper.make_node("Cast", [src], [name], to=want, name=names.fresh(f"cast_{name}")))
                 counts["casts"] += 1
             cache[(t, want)] = name
         return cache[(t, want)]
@@ -179,6 +185,7 @@ def convert_to_fp16(model: onnx.ModelProto, calibration_feeds: list[dict[str, np
         "fp16_nodes": sum(1 for v in the_plan.prec.values() if v == "fp16"),
         "fp32_nodes": [{"node": labels[k], "reason": r} for k, r in sorted(the_plan.reasons.items())],
         "casts_inserted": counts["casts"],
+        "sign_keeping_casts": counts["sign_keeping"],
         "constants_converted": counts["constants"],
         "batchnorms_as_mul_add": counts["batchnorms"],
         "initializers_dropped": dropped,
@@ -188,6 +195,24 @@ def convert_to_fp16(model: onnx.ModelProto, calibration_feeds: list[dict[str, np
         "notes": the_plan.notes,
     }
     return model, report
+
+
+def keep_sign_for_float16(t: str, names, before: list, new_inits: list) -> str:
+    """Where(t < 0, Min(t, -2^-24), Where(t > 0, Max(t, 2^-24), t)): what a Cast to float16 then rounds by
+    BinaryConv's float16 rule (contract.json "float16_rounding"): a nonzero value never becomes zero.
+    Float32 in, float32 out."""
+    lo, hi, zero = (names.fresh(f"{t}__{k}") for k in ("neg_tiny", "tiny", "zero"))
+    for name, value in ((lo, -FLOAT16_TINY), (hi, FLOAT16_TINY), (zero, 0.0)):
+        new_inits.append(numpy_helper.from_array(np.array(value, np.float32), name))
+    neg, pos, low, high, up, kept = (names.fresh(f"{t}__{k}") for k in
+                                     ("negative", "positive", "below", "above", "up", "sign_kept"))
+    before.append(helper.make_node("Less", [t, zero], [neg], name=names.fresh(f"less_{neg}")))
+    before.append(helper.make_node("Greater", [t, zero], [pos], name=names.fresh(f"greater_{pos}")))
+    before.append(helper.make_node("Min", [t, lo], [low], name=names.fresh(f"min_{low}")))
+    before.append(helper.make_node("Max", [t, hi], [high], name=names.fresh(f"max_{high}")))
+    before.append(helper.make_node("Where", [pos, high, t], [up], name=names.fresh(f"where_{up}")))
+    before.append(helper.make_node("Where", [neg, low, up], [kept], name=names.fresh(f"where_{kept}")))
+    return kept
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -245,6 +270,7 @@ def float16_rounding_model(model16: onnx.ModelProto) -> onnx.ModelProto:
             rounded = names.fresh(f"{vi.name}__rounded")
             rename[vi.name] = rounded
             nodes.extend(round_to(vi.name, rounded))
+    binary_ops = {"BinaryConv"} | set(VARIANTS)
     for node in graph.node:
         for j, t in enumerate(node.input):
             node.input[j] = rename.get(t, t)
@@ -255,6 +281,10 @@ def float16_rounding_model(model16: onnx.ModelProto) -> onnx.ModelProto:
             if o and types.get(o) == F16:
                 raw = names.fresh(f"{o}__fp32")
                 node.output[j] = raw
+                if node.domain == "com.cmc" and node.op_type in binary_ops:  # the contract's float16 rounding
+                    inits: list = []
+                    raw = keep_sign_for_float16(raw, names, after, inits)
+                    graph.initializer.extend(inits)
                 after.extend(round_to(raw, o))
         nodes.append(node)
         nodes.extend(after)

@@ -77,13 +77,26 @@ def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
+def _packed_output(node: onnx.NodeProto) -> bool:
+    """Does this node write packed activations (int32 bits that carry the signs of an activation)?"""
+    from cmc.plugins.binary_conv.reference import VARIANTS
+
+    variant = VARIANTS.get(node.op_type) if node.domain == "com.cmc" else None
+    return variant is not None and variant.output_packed
+
+
 def activations(model: onnx.ModelProto, types: dict[str, int]) -> set[str]:
-    """Float32 tensors that depend on a float graph input through float tensors only."""
+    """Float32 tensors that depend on a float graph input through float tensors only — or through packed
+    activations: a packed chain (BinaryConvPackedOut -> ... -> BinaryConvPackedIn) carries the activation
+    as int32 bits, and the float Y of its last node is as much an activation as an unpacked BinaryConv's."""
     inits = {i.name for i in model.graph.initializer}
     act = {i.name for i in model.graph.input if i.name not in inits and types.get(i.name) == F32}
+    packed: set[str] = set()
     for node in model.graph.node:
-        if any(i in act for i in node.input if i):
+        if any(i in act or i in packed for i in node.input if i):
             act.update(o for o in node.output if o and types.get(o) == F32)
+            if _packed_output(node):
+                packed.update(o for o in node.output if o)
     return act
 
 
@@ -121,6 +134,10 @@ def _schema_rule(node: onnx.NodeProto, opset: int, act: set[str]) -> _Rule | Non
 
 
 def _contract_rule(node: onnx.NodeProto) -> _Rule | None:
+    """From the contract: an input follows the activation type when the contract lets it be float16 and it
+    is not a constant (X); an output follows it when typed "same as" such an input. BinaryConvPackedOut
+    thus takes a float16 X (its Y is int32), and BinaryConvPackedIn has no float16 input (its Y is float32
+    by contract: a packed X carries no float type)."""
     from cmc.plugins.registry import OPERATORS
 
     for entry in OPERATORS:
@@ -128,16 +145,26 @@ def _contract_rule(node: onnx.NodeProto) -> _Rule | None:
         if (c.domain, c.op_type) != (node.domain, node.op_type):
             continue
         names = [i["name"] for i in c.inputs]
-        ins, outs = set(), set()
+        ins = {k for k, i in enumerate(c.inputs) if "float16" in i.get("dtype", []) and not i.get("constant")}
+        outs = set()
         for k, o in enumerate(c.raw.get("outputs", [])):
             dt = str(o.get("dtype", ""))
             if dt.startswith("same as "):
                 src = dt[len("same as "):].strip()
-                if src in names:
-                    ins.add(names.index(src))
+                if src in names and names.index(src) in ins:
                     outs.add(k)
         return _Rule(ins, outs)
     return None
+
+
+def _contract_output_type(node: onnx.NodeProto) -> str | None:
+    """The fixed dtype a com.cmc contract gives output 0 (None: it follows an input or the op is unknown)."""
+    from cmc.plugins.registry import by_op_type
+
+    entry = by_op_type(node.op_type) if node.domain == "com.cmc" else None
+    outputs = entry["contract"].raw.get("outputs", []) if entry else []
+    dt = str(outputs[0].get("dtype", "")) if outputs else ""
+    return dt if dt and not dt.startswith("same as ") else None
 
 
 def node_rule(node: onnx.NodeProto, opset: int, act: set[str]) -> _Rule | None:
@@ -230,9 +257,10 @@ def _binarized_input(node: onnx.NodeProto) -> int | None:
 def decision_paths(graph: onnx.GraphProto, act: set[str]) -> tuple[set[str], dict[int, str]]:
     """(tensors that must keep their float32 value, {node: reason} for nodes that must compute in float32).
 
-    A binarized input (Sign, BinaryConv's X) only needs the right sign: float16 rounding of a value
-    computed in float32 keeps its sign, so the producer must compute in float32 from float32 values; ops
-    that compute nothing pass the requirement on. Threshold ops (comparisons, rounding) need values.
+    A binarized input (Sign, BinaryConv's X) only needs the right sign: a value computed in float32 and
+    narrowed to float16 by BinaryConv's float16 rule keeps it (plain rounding would turn [-2^-25, 0) into
+    -0 and (0, 2^-25] into +0; see sign_read_tensors), so the producer must compute in float32 from float32 values; ops that
+    compute nothing pass the requirement on. Threshold ops (comparisons, rounding) need values.
     """
     producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
     keep_value: set[str] = set()
@@ -272,6 +300,26 @@ def decision_paths(graph: onnx.GraphProto, act: set[str]) -> tuple[set[str], dic
     return keep_value, islands
 
 
+def sign_read_tensors(graph: onnx.GraphProto, act: set[str]) -> set[str]:
+    """Activations whose sign a binarization reads (Sign, a binarizing BinaryConv's X), directly or through
+    ops that compute nothing (MaxPool, Relu, Reshape, ...). Where such a tensor is float32 and its reader
+    float16, the conversion narrows it by BinaryConv's float16 rule (contract.json "float16_rounding": a
+    nonzero value never becomes zero), so float16 storage never changes the binarization or Sign."""
+    producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
+    work = [node.input[b] for node in graph.node
+            if (b := _binarized_input(node)) is not None and b < len(node.input)]
+    seen: set[str] = set()
+    while work:
+        t = work.pop()
+        if t not in act or t in seen:
+            continue
+        seen.add(t)
+        k = producer.get(t)
+        if k is not None and graph.node[k].op_type in EXACT_OPS and graph.node[k].domain in ("", "ai.onnx"):
+            work.extend(i for i in graph.node[k].input if i in act)
+    return seen
+
+
 # ---------------------------------------------------------------- the plan: which nodes run in float16
 
 def _keep_large_values(graph, start, limit, act, stats, producer, keep_value, islands, why):
@@ -300,6 +348,7 @@ class Plan:
         self.reasons: dict[int, str] = {}
         self.inputs_fp32: set[str] = set()
         self.outputs_fp32: set[str] = set()
+        self.sign_read: set[str] = set()
         self.notes: list[str] = []
 
 
@@ -310,6 +359,9 @@ def _own_reason(node, rule, touched, overflow, stats, consts, fp32_above) -> str
     if node.op_type in ALWAYS_FP32:
         return f"{node.op_type} is computed in float32"
     if not rule.inputs:
+        fixed = _contract_output_type(node)
+        if fixed is not None:
+            return f"{node.op_type} writes {fixed} by contract (its X is not a float tensor); float16 from its consumers on"
         return f"{node.op_type} has no float16 form for this input"
     for t in touched:
         if t in overflow:
@@ -338,6 +390,7 @@ def plan(model, act, consts, stats, fp32_above, opset) -> Plan:
     producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
     overflow = {t for t, s in stats.items() if t in act and s["max_abs"] > fp32_above}
     keep_value, islands = decision_paths(graph, act)
+    out.sign_read = sign_read_tensors(graph, act)
     for node in graph.node:  # BatchNorm cancelling a large mean: what computed its input must not be rounded
         if node.op_type == "BatchNormalization" and node.input[0] in stats and node.output[0] in stats:
             x, y = stats[node.input[0]]["max_abs"], stats[node.output[0]]["max_abs"]
@@ -366,6 +419,19 @@ def plan(model, act, consts, stats, fp32_above, opset) -> Plan:
             out.outputs_fp32.add(vi.name)
             out.notes.append(f"output {vi.name} stays float32: it reaches |{stats[vi.name]['max_abs']:.4g}|")
     return out
+
+
+def float16_compute_nodes(model: onnx.ModelProto) -> int:
+    """How many nodes of ``model`` (Casts aside) read or write a float16 tensor: what makes an engine built
+    from it an FP16 engine. 0 means every computation is float32, whatever the graph's I/O types say."""
+    try:
+        types, _ = tensor_types(model)
+    except CmcError:  # a given model that does not type-check: the types it declares
+        types = {vi.name: vi.type.tensor_type.elem_type
+                 for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output)}
+        types.update({i.name: i.data_type for i in model.graph.initializer})
+    return sum(1 for n in model.graph.node
+               if n.op_type != "Cast" and any(types.get(t) == F16 for t in list(n.input) + list(n.output) if t))
 
 
 def attr_value(node, name):

@@ -62,15 +62,17 @@ def _where(node: onnx.NodeProto, graph_name: str) -> str:
 def _prepare_node(node: onnx.NodeProto, contract, graph_name: str, stats: dict):
     where = _where(node, graph_name)
     attrs = {a.name: a for a in node.attribute}
-    if any(a.ref_attr_name for a in node.attribute):
-        # Inside a function body whose attribute is bound at call time: TensorRT inlines the outer
-        # function and sees the resolved value; nothing to add here.
-        stats["left_to_caller"] += 1
-        return
+    # Inside a kept function's body an attribute may refer to the caller's (ref_attr_name): TensorRT binds it
+    # when it inlines the function, so its value cannot be checked here; every other attribute is checked and
+    # completed as on a main-graph node, and plugin_version / plugin_namespace are added all the same (without
+    # them the parser looks the creator up under namespace "" and fails).
+    refs = {a.name for a in node.attribute if a.ref_attr_name}
+    if refs:
+        stats["bound_at_call"] += 1
     values = {}
     for spec in contract.attributes:
         a = attrs.get(spec.name)
-        if a is None:
+        if a is None or spec.name in refs:
             continue
         want = onnx.AttributeProto.INTS if spec.type == "ints" else onnx.AttributeProto.INT
         if a.type != want:
@@ -78,7 +80,12 @@ def _prepare_node(node: onnx.NodeProto, contract, graph_name: str, stats: dict):
                            f"{onnx.AttributeProto.AttributeType.Name(a.type)}, the contract says {spec.type}")
         values[spec.name] = _attr_value(a)
     try:
-        full = contract.normalize(values)
+        if refs:  # check the literal attributes alone; a required one that is bound at call time is present
+            full = {k: v for k, v in contract.normalize(
+                {**values, **{s.name: s.default if s.default is not None else _placeholder(s)
+                              for s in contract.attributes if s.name in refs}}).items() if k not in refs}
+        else:
+            full = contract.normalize(values)
     except ValueError as e:
         raise CmcError(f"{where}: {e}") from None
     for spec in contract.attributes:
@@ -91,6 +98,9 @@ def _prepare_node(node: onnx.NodeProto, contract, graph_name: str, stats: dict):
         if a is None:
             node.attribute.append(helper.make_attribute(name, value))
             stats["plugin_attrs_added"] += 1
+        elif a.ref_attr_name:
+            raise CmcError(f"{where}: {name} refers to the calling function's attribute {a.ref_attr_name!r}; "
+                           f"cmc's {contract.plugin['name']} plugin needs {name}={value!r} written on the node")
         elif a.type != onnx.AttributeProto.STRING or a.s.decode("utf-8", errors="replace") != value:
             raise CmcError(f"{where}: {name}={_attr_value(a)!r}, but cmc's {contract.plugin['name']} plugin is "
                            f"{name}={value!r}; fix the exporter or drop the attribute")
@@ -99,6 +109,12 @@ def _prepare_node(node: onnx.NodeProto, contract, graph_name: str, stats: dict):
     if extra:
         stats["notes"].append(f"{where}: attribute(s) {extra} are not in the contract; TensorRT ignores them")
     stats["plugin_nodes"][contract.op_type] = stats["plugin_nodes"].get(contract.op_type, 0) + 1
+
+
+def _placeholder(spec):
+    """A value inside the contract's bounds for a required attribute that is bound at call time."""
+    low = spec.min if spec.min is not None else 0
+    return [low] * (spec.length or 1) if spec.type == "ints" else low
 
 
 def _walk_graph(graph: onnx.GraphProto, plugins: dict, stats: dict, name: str):
@@ -134,7 +150,7 @@ def prepare_onnx_for_trt(model: onnx.ModelProto | str | os.PathLike, *, check: b
     out.CopyFrom(src)
     plugins = plugin_contracts()
     stats = {"plugin_nodes": {}, "without_plugin": set(), "defaults_filled": 0, "plugin_attrs_added": 0,
-             "left_to_caller": 0, "notes": []}
+             "bound_at_call": 0, "notes": []}
 
     _walk_graph(out.graph, plugins, stats, "main graph")
 
@@ -186,6 +202,7 @@ def prepare_onnx_for_trt(model: onnx.ModelProto | str | os.PathLike, *, check: b
         "without_plugin": sorted(stats["without_plugin"]),
         "defaults_filled": stats["defaults_filled"],
         "plugin_attrs_added": stats["plugin_attrs_added"],
+        "nodes_with_attributes_bound_at_call": stats["bound_at_call"],
         "notes": stats["notes"],
     }
     return out, report

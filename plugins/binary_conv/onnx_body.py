@@ -7,6 +7,8 @@ One body per op type: ``BinaryConv`` and its packed-activation variants (contrac
   BitShift in ONNX); X is binarized with Where(X >= 0, 1, -1) (binarize(0) = +1), and Conv's zero
   padding adds 0 for padded taps.
 * Packed X (int32 [N, H, W, 4*ceil(C/128)]): unpacked the same way to +-1 floats, C from ``in_channels``.
+* Y in float16 (a float16 X): the contract's float16 rounding (a nonzero value never becomes zero, so
+  the next binarization or Sign sees the float32 value's sign).
 * Packed Y: the epilogue's float32 result, rounded to X's type when X is a float tensor (what the
   unpacked body outputs), compared >= 0, and the bits summed into int32 words with the powers of two
   (bit 31 weighs -2^31: a sum of distinct powers of two then is exactly the two's complement word).
@@ -21,7 +23,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..onnx_function import Body, epilogue, make_function
-from .reference import CONTRACT, PIXEL_ALIGN_BITS, VARIANTS, WORD_BITS
+from .reference import CONTRACT, FLOAT16_TINY, PIXEL_ALIGN_BITS, VARIANTS, WORD_BITS
 
 F32 = onnx.TensorProto.FLOAT
 INT32 = onnx.TensorProto.INT32
@@ -94,6 +96,19 @@ def _pack_signs(b: Body, y: str) -> str:
     return b.op("ReduceSum", [b.op("Mul", [words, values]), b.const_ints([-1])], keepdims=0)
 
 
+def _round_like_x(b: Body, y: str) -> str:
+    """The float32 result in X's type by the contract's float16 rounding ("float16_rounding"): CastLike, and
+    where a nonzero value became zero (float16 underflow), +-2^-24 with its sign instead, so its
+    binarization (and Sign) is the float32 value's. For a float32 X the cast is exact: no correction."""
+    r = b.op("CastLike", [y, "X"])
+    zero = b.op("Constant", [], value=onnx.helper.make_tensor("zero_y", F32, [], [0.0]))
+    lost = b.op("And", [b.op("Not", [b.op("Equal", [y, zero])]), b.op("Equal", [b.op("Cast", [r], to=F32), zero])])
+    plus = b.op("Constant", [], value=onnx.helper.make_tensor("tiny", F32, [], [FLOAT16_TINY]))
+    minus = b.op("Constant", [], value=onnx.helper.make_tensor("neg_tiny", F32, [], [-FLOAT16_TINY]))
+    tiny = b.op("Where", [b.op("Less", [y, zero]), minus, plus])
+    return b.op("Where", [lost, b.op("CastLike", [tiny, "X"]), r])
+
+
 def build(extra_attributes=(), op_type: str = CONTRACT.op_type) -> onnx.FunctionProto:
     contract = CONTRACT if op_type == CONTRACT.op_type else VARIANTS[op_type]
     b = Body("binary")
@@ -108,7 +123,7 @@ def build(extra_attributes=(), op_type: str = CONTRACT.op_type) -> onnx.Function
     if contract.input_packed:
         out = y  # float32: a packed X carries no float type
     else:
-        out = b.op("CastLike", [y, "X"])  # rounded to X's type, as the unpacked output is
+        out = _round_like_x(b, y)  # rounded to X's type, as the unpacked output is
     if contract.output_packed:
         out = _pack_signs(b, out)
     b.nodes.append(onnx.helper.make_node("Identity", [out], ["Y"]))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .._epilogue import apply_epilogue, epilogue_backward
-from .reference import CONTRACT, WORD_BITS, words_per_tap
+from .reference import CONTRACT, FLOAT16_TINY, WORD_BITS, words_per_tap
 
 
 def binarize(v: torch.Tensor) -> torch.Tensor:
@@ -89,9 +89,24 @@ def binary_conv(x: torch.Tensor, w_packed: torch.Tensor, scale: torch.Tensor, sh
                 binarize_input: int, activation: int) -> torch.Tensor:
     if x.shape[1] % group:
         raise ValueError(f"BinaryConv: {x.shape[1]} input channels not divisible by group={group}")
-    wb = unpack_weights(w_packed, x.shape[1] // group, x.dtype)
-    xb = binarize(x) if binarize_input else x
-    return apply_epilogue(_conv(xb, wb, strides, pads, dilations, group), scale, shift, activation)
+    # float16 X: the sum and the epilogue in float32 (contract "precision"; half sums are inexact above 2048),
+    # then one rounding by the contract's float16 rule
+    compute = torch.float32 if x.dtype == torch.float16 else x.dtype
+    xc = x.to(compute)
+    wb = unpack_weights(w_packed, x.shape[1] // group, compute)
+    xb = binarize(xc) if binarize_input else xc
+    y = apply_epilogue(_conv(xb, wb, strides, pads, dilations, group), scale, shift, activation)
+    return round_output(y, x.dtype)
+
+
+def round_output(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A float32 result in ``dtype``; float16 by the contract's "float16_rounding": a nonzero value that
+    would round to zero becomes +-2^-24, so binarize and sign of the result are those of y."""
+    if dtype != torch.float16 or y.dtype == dtype:
+        return y.to(dtype)
+    h = y.to(torch.float16)
+    tiny = torch.where(y < 0, -FLOAT16_TINY, FLOAT16_TINY).to(torch.float16)
+    return torch.where((y != 0) & (h == 0), tiny, h)
 
 
 @binary_conv.register_fake

@@ -15,6 +15,21 @@ def binarize(v):
     return np.where(v >= 0, 1.0, -1.0)
 
 
+#: 2^-24 (float16 bits 0x0001): the float16 of least magnitude (contract.json "float16_rounding").
+FLOAT16_TINY = 2.0 ** -24
+
+
+def round_to_float16(v) -> np.ndarray:
+    """The contract's float16 rounding of a BinaryConv result: round to nearest even, except that a nonzero
+    value that would become zero becomes +-2^-24 with its sign, so that binarize and sign of the result are
+    those of v."""
+    v32 = np.asarray(v, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond 65504 float16 holds +-inf, as the kernels store
+        h = v32.astype(np.float16)
+    tiny = np.where(v32 < 0, np.float16(-FLOAT16_TINY), np.float16(FLOAT16_TINY))
+    return np.where((v32 != 0) & (h == 0), tiny, h)
+
+
 def words_per_tap(c_per_group: int) -> int:
     return (c_per_group + WORD_BITS - 1) // WORD_BITS
 

@@ -369,7 +369,7 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
                     for (int e = 0; e < 2; ++e) {
                         const int32_t popB = popBOf(mt, hh, row, rect[e]);
                         const int32_t dot = bits::bmmaDot(acc[mt][nt][2 * hh + e], popB, colTerm[e]);
-                        v[e] = fromFloat<T>(bits::bmmaEpilogue(dot, sc[mt][hh], sf[mt][hh], relu));
+                        v[e] = binaryOut<T>(bits::bmmaEpilogue(dot, sc[mt][hh], sf[mt][hh], relu));
                     }
                     if constexpr (FUSED) {  // int32 offsets; the pair store needs an even offset on an aligned Y
                         T* const yb = static_cast<T*>(yOut);
@@ -420,7 +420,8 @@ binaryBmmaConvKernel(bits::BmmaDims d, bits::BmmaPlan pl, const uint32_t* __rest
                                 const int32_t dot = bits::bmmaDot(acc[mt][nt][i], popB, colTerm);
                                 const float v = bits::bmmaEpilogue(dot, sc[mt][hh], sf[mt][hh], relu);
                                 // the sign of the value as the unpacked output would hold it (rounded to T)
-                                if (toFloat<T>(fromFloat<T>(v)) >= 0.0f) part |= 1u << bits::packedOutBit(mt0 + mt, lane, i);
+                                // the bit of v rounded to T: by the float16 rounding rule (binaryOut) that is v's own
+                                if (v >= 0.0f) part |= 1u << bits::packedOutBit(mt0 + mt, lane, i);
                             }
                         // OR over the 8 lanes sharing threadID_in_group (lane bits 2..4): every lane takes part
                         part |= __shfl_xor_sync(0xffffffffu, part, 4);

@@ -219,7 +219,7 @@ binaryPopcConvKernel(ConvParams p, int nw, int pixStride, const uint32_t* __rest
             const int mAbs = grp * p.mg + ml;
             const float b = static_cast<float>(p.cg * nValid - 2 * acc[i][j]);
             y[(static_cast<int64_t>(nn) * p.m + mAbs) * p.howo + r] =
-                fromFloat<T>(epilogue(b, scale[mAbs], shift[mAbs], relu));
+                binaryOut<T>(epilogue(b, scale[mAbs], shift[mAbs], relu));
         }
     }
 }

@@ -26,6 +26,35 @@ CMC_HD float mulThenAdd(float scale, float a, float shift) {
 #endif
 }
 
+// BinaryConv's float16 rounding (binary_conv/contract.json "float16_rounding"), given the round-to-nearest
+// float16 bits of v: a nonzero v whose rounding is +-0 (|v| <= 2^-25) is stored as +-2^-24 (bits 0x0001 /
+// 0x8001) instead, so the next binarization (and a Sign) sees v's sign. NaN and zeros pass through.
+CMC_HD uint16_t keepNonzeroHalfBits(float v, uint16_t rnBits) {
+    if (v != 0.0f && (rnBits & 0x7FFFu) == 0u) return static_cast<uint16_t>(v < 0.0f ? 0x8001u : 0x0001u);
+    return rnBits;
+}
+
+// float -> float16 bits, round to nearest even (what __float2half_rn computes), in integer arithmetic so
+// that host code (the CPU kernel model) rounds exactly as the device does.
+CMC_HD uint16_t halfBitsRoundNearest(float f) {
+    union { float f; uint32_t u; } in{f};
+    const uint32_t sign = (in.u >> 16) & 0x8000u;
+    const uint32_t absx = in.u & 0x7FFFFFFFu;
+    if (absx > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);  // NaN
+    if (absx >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // >= 65520 rounds to infinity
+    if (absx >= 0x38800000u) {  // a normal float16: rebias the exponent, round 23 mantissa bits to 10
+        const uint32_t r = absx - 0x38000000u;
+        return static_cast<uint16_t>(sign | ((r + 0xFFFu + ((r >> 13) & 1u)) >> 13));
+    }
+    const int32_t shift = 126 - static_cast<int32_t>(absx >> 23);  // subnormal: units of 2^-24
+    if (shift > 24) return static_cast<uint16_t>(sign);              // below 2^-25: zero
+    const uint32_t m = (absx & 0x7FFFFFu) | 0x800000u;
+    uint32_t q = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u))) ++q;  // ties to even (2^-25 itself rounds to 0)
+    return static_cast<uint16_t>(sign | q);
+}
+
 // floor(a / b) for b > 0 and any a.
 CMC_HD int32_t floorDiv(int32_t a, int32_t b) { return (a >= 0) ? a / b : -((-a + b - 1) / b); }
 

@@ -64,6 +64,17 @@ __device__ __forceinline__ float fromFloat<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ __half fromFloat<__half>(float v) { return __float2half_rn(v); }
 
+// A BinaryConv result in T: float16 by the contract's "float16_rounding" (a nonzero value never becomes
+// zero: math::keepNonzeroHalfBits), so the binarization of the stored value is the float32 value's.
+template <typename T>
+__device__ __forceinline__ T binaryOut(float v);
+template <>
+__device__ __forceinline__ float binaryOut<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half binaryOut<__half>(float v) {
+    return __ushort_as_half(math::keepNonzeroHalfBits(v, __half_as_ushort(__float2half_rn(v))));
+}
+
 // The fused epilogue: act(scale[m] * acc + shift[m]), rounded as the contract says (math::mulThenAdd).
 __device__ __forceinline__ float epilogue(float acc, float scale, float shift, bool relu) {
     const float v = math::mulThenAdd(scale, acc, shift);

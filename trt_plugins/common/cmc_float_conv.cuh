@@ -160,8 +160,10 @@ floatConvKernel(ConvParams p, const T* __restrict__ x, const TW* __restrict__ wm
                 if (pix >= p.pixOut) continue;
                 const int nn = pix / p.howo;
                 const int r = pix - nn * p.howo;
+                const float v = epilogue(acc[i][2 * jj + e], sc, sf, relu);
+                // BinaryConv (kMul) rounds by its float16 rule; AdderConv rounds to nearest
                 y[(static_cast<int64_t>(nn) * p.m + mAbs) * p.howo + r] =
-                    fromFloat<T>(epilogue(acc[i][2 * jj + e], sc, sf, relu));
+                    OP == FloatOp::kMul ? binaryOut<T>(v) : fromFloat<T>(v);
             }
     }
 }

@@ -47,7 +47,7 @@ void mmaM16N8K256AndPopc(const uint32_t a[32][4], const uint32_t b[32][2], int32
 }
 
 Status bmmaForward(const ConvGeometry& g, const int32_t* xPackedIn, const void* wPrepared, const float* scale,
-                   const float* shift, bool relu, float* y, int32_t* yPacked, bool fused) {
+                   const float* shift, bool relu, float* y, int32_t* yPacked, bool fused, uint16_t* yHalf) {
     if (!binaryBmmaSupportsGeometry(g)) return Status::kInvalidArgument;
     const bits::BmmaDims d = bits::makeBmmaDims(g);
     const bits::BmmaPlan p = bits::makeBmmaPlan(g.m, g.c, g.kh, g.kw);
@@ -120,6 +120,10 @@ Status bmmaForward(const ConvGeometry& g, const int32_t* xPackedIn, const void* 
                         const int32_t dot = bits::bmmaDot(acc[(size_t(mt) * 32 + lane) * 4 + i], popB, colTerm);
                         const float v = bits::bmmaEpilogue(dot, scale[row], shift[row], relu);
                         if (y) y[(int64_t(t.nImg) * g.m + row) * d.howo + t.r] = v;
+                        if (yHalf)
+                            yHalf[(int64_t(t.nImg) * g.m + row) * d.howo + t.r] =
+                                math::keepNonzeroHalfBits(v, math::halfBitsRoundNearest(v));
+                        // the packed bit of v, which is also that of its float16 rounding (the rule above)
                         if (v >= 0.0f) partial[(size_t(lane) * 2 + e) * nWords + mt / 2] |= 1u << bits::packedOutBit(mt, lane, i);
                     }
             }
@@ -180,6 +184,18 @@ int cmc_model_bmma_forward(const int32_t* geom, const int32_t* xPacked, const vo
                            const float* shift, int relu, float* y, int32_t* yPacked, int fused) {
     return static_cast<int>(cmc::model::bmmaForward(cmcModelGeometry(geom), xPacked, prepared, scale, shift,
                                                     relu != 0, y, yPacked, fused != 0));
+}
+
+// As above with the float16 output (bits, BinaryConv's float16 rounding) instead of the float32 one.
+int cmc_model_bmma_forward_half(const int32_t* geom, const int32_t* xPacked, const void* prepared, const float* scale,
+                                const float* shift, int relu, uint16_t* yHalf, int32_t* yPacked, int fused) {
+    return static_cast<int>(cmc::model::bmmaForward(cmcModelGeometry(geom), xPacked, prepared, scale, shift,
+                                                    relu != 0, nullptr, yPacked, fused != 0, yHalf));
+}
+
+// BinaryConv's float16 rounding of one float32 value (float16 bits), as the kernels store it.
+uint16_t cmc_model_binary_half_bits(float v) {
+    return cmc::math::keepNonzeroHalfBits(v, cmc::math::halfBitsRoundNearest(v));
 }
 
 }  // extern "C"

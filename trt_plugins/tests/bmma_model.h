@@ -24,8 +24,11 @@ void mmaM16N8K256AndPopc(const uint32_t a[32][4], const uint32_t b[32][2], int32
 // fused: as the fused kernel variant computes it — P_a summed lane by lane from the B words of the
 // k-loop and reduced over each column's four lanes (instead of the pre-pass), and the column set-up
 // and terms from the division-free forms.
+// yHalf: the unpacked output as a float16 X gives it, float16 bits [n, m, ho, wo] rounded by BinaryConv's
+// float16 rule (math::keepNonzeroHalfBits of the round-to-nearest bits), or nullptr.
 Status bmmaForward(const ConvGeometry& g, const int32_t* xPacked, const void* wPrepared, const float* scale,
-                   const float* shift, bool relu, float* y, int32_t* yPacked, bool fused = false);
+                   const float* shift, bool relu, float* y, int32_t* yPacked, bool fused = false,
+                   uint16_t* yHalf = nullptr);
 
 }  // namespace model
 }  // namespace cmc
