@@ -114,7 +114,10 @@ def convert_research_layers(model: nn.Module, example: torch.Tensor | None = Non
         if info is not None and place != info["layer"]:
             info.setdefault("also_replaced_at", []).append(place)
     if example is not None and expected:
-        problems = prove_calls(model, example, expected)
+        try:
+            problems = prove_calls(model, example, expected)
+        except Exception as e:
+            raise explain_failure(e, during="a run of the converted model", model=model, example=example) from e
         for info in converted:
             if info["layer"] in problems:
                 demote(info, problems[info["layer"]])
