@@ -17,7 +17,7 @@ import traceback
 from . import __version__
 from .errors import CmcError
 
-SUBCOMMANDS = ("verify", "shrink")
+SUBCOMMANDS = ("verify", "shrink", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,6 +217,10 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             cmd, rest = argv[0], argv[1:]
+            if cmd == "serve":  # the same command as `cmc serve` (its own error prefix and exit codes)
+                from .serve.cli import serve_main
+
+                return serve_main(rest)
             return {"verify": _cmd_verify, "shrink": _cmd_shrink}[cmd](rest)
         return _cmd_export(argv)
     except CmcError as e:
