@@ -65,6 +65,9 @@ def check_parser() -> _Parser:
     p.add_argument("--check", nargs=3, required=True, metavar=("URL", "MODEL_NAME", "CHECKPOINT"))
     p.add_argument("--grpc-url", metavar="HOST:PORT", help="also check over gRPC at this address")
     p.add_argument("--verify-batch", type=_batches, default=(1, 5, 16), metavar="B1,B2", help="default 1,5,16")
+    p.add_argument("--onnx", metavar="ARTIFACT.onnx",
+                   help="the served model's ONNX: a response that misses PyTorch passes only where it equals this "
+                        "artifact and the artifact passes cmc's verify with the sign-flip rule (binary networks)")
     p.add_argument("--tolerance", type=float, default=None, help="override the contract tolerance (fraction of max|y|)")
     p.add_argument("--json", default="cmc-wire-verdict.json", metavar="FILE")
     p.add_argument("--junit", default="cmc-wire-verdict.xml", metavar="FILE")
@@ -120,7 +123,8 @@ def _check(args) -> int:
     return run_check(url, model_name, checkpoint, arch=args.arch, arch_args=_arch_args(args.arch_args),
                      grpc_url=args.grpc_url, batches=args.verify_batch, tolerance=args.tolerance,
                      input_shape=_shape(args.input_shape), json_path=args.json, junit_path=args.junit,
-                     allow_pickle=args.allow_pickle, binarize_weights=args.binarize_weights, slim=args.slim)
+                     allow_pickle=args.allow_pickle, binarize_weights=args.binarize_weights, slim=args.slim,
+                     onnx_path=args.onnx)
 
 
 class _Stop(Exception):
