@@ -93,11 +93,13 @@ def failure_cause(log_text: str) -> str:
     for line in log_text.splitlines():
         if (re.match(r"^E\d{4} ", line) or line.startswith("error:")) and not any(b in line for b in _BENIGN):
             msg = line.split("] ", 1)[1] if re.match(r"^E\d{4} ", line) and "] " in line else line
-            errors.append(msg.strip().strip('"').replace("\\n", " ")[:400])
+            msg = msg.strip().strip('"').replace("\\n", " ")
+            errors.append(msg.split("  At:")[0].strip()[:400])  # drop a Python backend's traceback
     if errors:
-        # A load failure is the root; "failed to load all models" / "creating server" only repeat it.
+        # "failed to load 'model' ..." names the model and the cause; the other lines repeat or precede it.
+        named = [e for e in errors if e.startswith("failed to load '")]
         specific = [e for e in errors if "failed to load all models" not in e]
-        return (specific or errors)[0]
+        return (named or specific or errors)[0]
     tail = [ln for ln in log_text.splitlines() if ln.strip()]
     return tail[-1][:400] if tail else "no output"
 
