@@ -25,6 +25,9 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_threads", "0"))
         if threads > 0:
             options.intra_op_num_threads = threads
+        # onnxruntime's worker threads spin while idle by default; inside a server they compete for the
+        # cores with Triton's own threads and the stub (measured: benchmarks/serve_cpu.py), so they sleep.
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("intra_op_spinning", "0"))
         self.session = ort.InferenceSession(path, options, providers=[provider])
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
