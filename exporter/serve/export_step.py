@@ -30,7 +30,9 @@ def write_triton(stage, res, stem: str, trt_report: dict | None, options: dict) 
                            f"LD_PRELOAD, which only the self-registering library serves); the build placed {sorted(libs)}")
         plugin = stage.dir / SELF_REGISTERING
         problem = plugin_load_problem(plugin)
-        if problem:
+        # Only an unresolved symbol is the library's fault; a libnvinfer that this machine's loader cannot
+        # find (pip's TensorRT keeps it off the library path) is there in a Triton container.
+        if problem and "undefined symbol" in problem:
             raise CmcError(f"{SELF_REGISTERING} would not load in Triton: {problem}")
     rep = write_repository(root, res.model, stem, dynamic_batch=res.dynamic_batch,
                            batch=options.get("batch"), device=options.get("device", "cpu"),
