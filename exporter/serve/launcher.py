@@ -104,6 +104,17 @@ def failure_cause(log_text: str) -> str:
     return tail[-1][:400] if tail else "no output"
 
 
+def _terminate_with_parent():
+    """In the child before exec: SIGTERM it when the thread that started it ends (also when its process is
+    killed by SIGKILL), so a killed `cmc serve` leaves no server behind (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class Endpoints:
     host: str
@@ -140,7 +151,8 @@ class TritonServer:
         with open(self.log_path, "wb") as log:
             # A session of its own: the server and its backend stubs form one process group to stop.
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_terminate_with_parent)
 
     def log_text(self) -> str:
         try:

@@ -130,3 +130,23 @@ def test_no_server_anywhere(tmp_path):
     r = subprocess.run(cmc_serve(tmp_path, "--env", tmp_path / "nothing"), capture_output=True, text=True,
                        timeout=60, env=dict(os.environ, PATH="/usr/bin:/bin"))
     assert r.returncode == 2 and "run `cmc serve --install-triton`" in r.stderr, r.stderr
+
+
+def test_killed_cmc_serve_takes_its_server_along(triton_env, exported, tmp_path):
+    """Even SIGKILL of `cmc serve` (no handler runs) stops the server: it gets SIGTERM when its parent dies."""
+    repo = tmp_path / "repo"
+    _, d = exported["addernet_resnet20"]
+    shutil.copytree(d / "model_repository" / "addernet_resnet20_python", repo / "addernet_resnet20_python")
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen(cmc_serve(repo, "--ready-file", ready), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(triton_env))
+    try:
+        wait_for(ready, proc)
+        assert processes_mentioning(str(repo))
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while processes_mentioning(str(repo)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_mentioning(str(repo)), "the server outlived a killed cmc serve"
