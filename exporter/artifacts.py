@@ -48,7 +48,15 @@ class Staging:
             src = self.dir / name
             if src.exists():
                 dst = self.out_dir / name
-                os.replace(src, dst)
+                if src.is_dir() and dst.exists():
+                    # A folder (the Triton model repository) replaces the previous one whole: the old one
+                    # is renamed away first (os.replace cannot replace a non-empty folder), then removed.
+                    old = Path(tempfile.mkdtemp(prefix=f".{name}.cmc-old-", dir=self.out_dir))
+                    os.replace(dst, old / name)
+                    os.replace(src, dst)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(src, dst)
                 placed.append(dst)
         return placed
 

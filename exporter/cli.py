@@ -17,7 +17,7 @@ import traceback
 from . import __version__
 from .errors import CmcError
 
-SUBCOMMANDS = ("verify", "shrink")
+SUBCOMMANDS = ("verify", "shrink", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +47,24 @@ def _trt_batch(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not (0 < parts[0] <= parts[1] <= parts[2]):
         raise argparse.ArgumentTypeError(f"--batch {text!r} must be min:opt:max with 0 < min <= opt <= max")
     return parts
+
+
+TARGETS = ("onnx", "trt", "triton")
+
+
+def _targets(text: str) -> str:
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in parts if t not in TARGETS]
+    if not parts or bad:
+        raise argparse.ArgumentTypeError(f"--to {text!r}: choose from {', '.join(TARGETS)} (several joined by commas)")
+    return ",".join(parts)
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if any(not n or not all(c.isalnum() or c in "_-." for c in n) for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated tensor names (letters, digits, _ - .)")
+    return names
 
 
 def _positive_mib(text: str) -> int:
@@ -124,7 +142,12 @@ def export_parser() -> argparse.ArgumentParser:
                     "(see cmc-export verify --help).")
     p.add_argument("model", metavar="MODEL", help="state_dict (.pt/.pth, with --arch), torch.export program (.pt2, with --allow-pickle), "
                                                    "or a pickled nn.Module (with --allow-pickle)")
-    p.add_argument("--to", choices=("onnx", "trt"), default="onnx", help="artifact to produce (default onnx)")
+    p.add_argument("--to", type=_targets, default="onnx", metavar="onnx|trt|triton",
+                   help="artifacts to produce, several joined by commas (default onnx; the ONNX is always written): "
+                        "trt a TensorRT engine, triton a Triton model repository in DIR/model_repository")
+    p.add_argument("--input-names", type=_names, metavar="A,B", help="graph input names in the ONNX (default input)")
+    p.add_argument("--output-names", type=_names, metavar="A,B",
+                   help="graph output names in the ONNX (default output, or output_0, output_1, ...)")
     p.add_argument("-o", "--output", default="cmc_out", metavar="DIR", help="output folder (default ./cmc_out)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check (not recommended)")
     p.add_argument("--verify-batch", type=_batches, default=(1, 5), metavar="B1,B2",
@@ -148,11 +171,16 @@ def export_parser() -> argparse.ArgumentParser:
                           "TensorRT builds it strongly typed; checked against the contracts' FP16 tolerances")
     trt.add_argument("--tf32", action="store_true",
                      help="let TensorRT use TF32 for float32 layers (off by default: FP32 engines compute in float32)")
-    trt.add_argument("--batch", type=_trt_batch, default=None, metavar="MIN:OPT:MAX", help="optimisation profile for the batch")
+    trt.add_argument("--batch", type=_trt_batch, default=None, metavar="MIN:OPT:MAX",
+                     help="optimisation profile for the batch; with --to triton also max_batch_size (MAX) and the "
+                          "dynamic batcher's preferred batch size (OPT); default there 1:8:32")
     trt.add_argument("--workspace", type=_positive_mib, default=1024, metavar="MiB",
                      help="builder workspace limit (default 1024)")
     trt.add_argument("--timing-cache", type=_timing_cache_file, metavar="FILE", help="TensorRT timing cache to read and update")
     trt.add_argument("--plugin-lib", metavar="FILE", help="use this cmc plugin library instead of building one")
+    triton = p.add_argument_group("Triton (--to triton)")
+    triton.add_argument("--triton-device", choices=("cpu", "cuda"), default="cpu",
+                        help="instance kind and onnxruntime execution provider of the Triton models (default cpu)")
     _common(p)
     p.add_argument("--version", action="version", version=f"cmc {__version__}")
     return p
@@ -193,6 +221,10 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             cmd, rest = argv[0], argv[1:]
+            if cmd == "serve":  # the same command as `cmc serve` (its own error prefix and exit codes)
+                from .serve.cli import serve_main
+
+                return serve_main(rest)
             return {"verify": _cmd_verify, "shrink": _cmd_shrink}[cmd](rest)
         return _cmd_export(argv)
     except CmcError as e:
@@ -229,7 +261,8 @@ def _cmd_export(argv) -> int:
     from .pipeline import ExportOptions, run_export
 
     trt = {}
-    if args.to == "trt":
+    targets = set(args.to.split(","))
+    if "trt" in targets:
         trt = dict(fp16=args.fp16, tf32=args.tf32, batch=args.batch, workspace_mb=args.workspace,
                    timing_cache=args.timing_cache, plugin_lib=args.plugin_lib)
     opts = ExportOptions(model=args.model, to=args.to, arch=args.arch, input_shape=_shape(args.input_shape),
@@ -239,7 +272,9 @@ def _cmd_export(argv) -> int:
                          packed_chains=not args.no_packed_chains,
                          binarize_weights=args.binarize_weights, trt=trt,
                          zero_weights_as_plus_one=args.zero_weights_as_plus_one,
-                         arch_args=_arch_args(args.arch_args), slim=args.slim, align_channels=args.align_channels)
+                         arch_args=_arch_args(args.arch_args), slim=args.slim, align_channels=args.align_channels,
+                         input_names=args.input_names, output_names=args.output_names,
+                         triton=dict(batch=args.batch, device=args.triton_device) if "triton" in targets else {})
     report = run_export(opts)
     parity = report.get("parity", {})
     if "passed" in parity:
@@ -248,6 +283,10 @@ def _cmd_export(argv) -> int:
               f" <= {parity['tolerance']:g} of max|y|)")
     else:
         print(f"cmc-export: ok: {report['export']['onnx']} in {args.output} (parity not checked)")
+    if "triton" in report:
+        print(f"cmc-export: Triton model repository: {args.output}/{report['triton']['repository']} "
+              f"(models {', '.join(report['triton']['models'])}); serve it with: cmc serve "
+              f"{args.output}/{report['triton']['repository']}")
     return 0
 
 

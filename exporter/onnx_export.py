@@ -136,7 +136,8 @@ def capture(model: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool =
 
 
 def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = True,
-                fold_epilogues: bool = True, packed_chains: bool = False) -> ExportResult:
+                fold_epilogues: bool = True, packed_chains: bool = False,
+                input_names: list[str] | None = None, output_names: list[str] | None = None) -> ExportResult:
     if isinstance(model_or_program, torch.export.ExportedProgram):
         ep, dynamic, notes = model_or_program, _has_dynamic_batch(model_or_program), []
     else:
@@ -165,6 +166,7 @@ def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = T
 
         chains = pack_chains(irm)
     mark_plugin_attributes(irm)
+    name_graph_io(irm, input_names, output_names)
     proto = ir.to_proto(irm)
     attach_function_bodies(proto)
     set_cmc_opset(proto)
@@ -175,6 +177,39 @@ def export_onnx(model_or_program, example: torch.Tensor, dynamic_batch: bool = T
     return ExportResult(model=proto, input_names=[i.name for i in proto.graph.input],
                         output_names=[o.name for o in proto.graph.output], dynamic_batch=dynamic,
                         folded=folded, notes=notes, packed_chains=chains, parameter_folding=param_folding)
+
+
+def default_io_names(n_inputs: int, n_outputs: int) -> tuple[list[str], list[str]]:
+    """'input' / 'output' (numbered when there are several): what a server's clients will type."""
+    def names(base, n):
+        return [base] if n == 1 else [f"{base}_{i}" for i in range(n)]
+    return names("input", n_inputs), names("output", n_outputs)
+
+
+def name_graph_io(model: ir.Model, input_names: list[str] | None = None, output_names: list[str] | None = None):
+    """Give the graph's inputs and outputs meaningful names (the exporter's own output name is whatever
+    the last op was, e.g. 'view'). Renaming an ir.Value renames every use of it."""
+    graph = model.graph
+    default_in, default_out = default_io_names(len(graph.inputs), len(graph.outputs))
+    wanted = {"input": (graph.inputs, input_names or default_in), "output": (graph.outputs, output_names or default_out)}
+    for kind, (values, names) in wanted.items():
+        if len(names) != len(values):
+            raise CmcError(f"--{kind}-names gives {len(names)} name(s) but the model has {len(values)} {kind}(s)")
+    taken = {v.name for n in graph for v in n.outputs} | set(graph.initializers)
+    final = [n for _, (_, names) in wanted.items() for n in names]
+    if len(set(final)) != len(final):
+        raise CmcError(f"tensor names must be distinct: {final}")
+    for kind, (values, names) in wanted.items():
+        for v, new in zip(values, names):
+            if v.name == new:
+                continue
+            if new in taken and new not in {x.name for x in values}:
+                # An internal value already has the name: move it out of the way first.
+                for node in graph:
+                    for out in node.outputs:
+                        if out.name == new:
+                            out.name = f"{new}_internal"
+            v.name = new
 
 
 def _has_dynamic_batch(ep) -> bool:

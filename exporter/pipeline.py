@@ -87,6 +87,16 @@ class ExportOptions:
     slim: float | None = None
     #: keep conv channel counts at multiples of this when shrinking (1: remove exactly what was pruned)
     align_channels: int = 1
+    #: graph input / output names in the ONNX (None: 'input' / 'output')
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+    #: --to triton: the batch range (min, opt, max) for max_batch_size / dynamic_batching, and the device
+    #: of the Python-backend model ('cpu' | 'cuda')
+    triton: dict = field(default_factory=dict)
+
+    def targets(self) -> set[str]:
+        """--to onnx | trt | triton, or several joined by commas (the ONNX is always written)."""
+        return {t.strip() for t in self.to.split(",") if t.strip()}
 
 
 DEFAULT_SHAPE = (1, 3, 32, 32)
@@ -367,6 +377,17 @@ def _prove_in_onnx(proto, converted: list[dict]):
         log(f"    converted layers found in the ONNX as com.cmc node(s): {n - len(problems)} of {n}")
 
 
+def _artifact_hashes(stage: Staging) -> dict:
+    """sha256 and size of every staged file (the files inside a staged folder, such as the model repository)."""
+    out = {}
+    for name in stage.files:
+        p = stage.dir / name
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            out[str(f.relative_to(stage.dir))] = {"sha256": sha256(f), "bytes": f.stat().st_size}
+    return out
+
+
 def run_export(opts: ExportOptions) -> dict:
     from .idioms import eager_idioms, settled_scope
     from .load import artifact_stem
@@ -376,7 +397,8 @@ def run_export(opts: ExportOptions) -> dict:
 
     t_start = time.perf_counter()
     trt_env = None
-    if opts.to == "trt":
+    targets = opts.targets()
+    if "trt" in targets:
         from .trt import find_tensorrt  # fail before any long step when TensorRT is missing
 
         trt_env = find_tensorrt(need_headers=opts.trt.get("plugin_lib") is None)
@@ -384,7 +406,8 @@ def run_export(opts: ExportOptions) -> dict:
         steps = Steps()
         reference, deployable, x, report = prepare(opts, steps)
         with steps("export", "ONNX (torch.export + dynamo exporter)"):
-            res = export_onnx(deployable, x, dynamic_batch=opts.dynamic_batch, packed_chains=opts.packed_chains)
+            res = export_onnx(deployable, x, dynamic_batch=opts.dynamic_batch, packed_chains=opts.packed_chains,
+                              input_names=opts.input_names, output_names=opts.output_names)
             annotate_binarization_points(res.model, report.get("converted", []))
             stem = artifact_stem(opts.model)
             onnx_name = f"{stem}.onnx"
@@ -432,14 +455,18 @@ def run_export(opts: ExportOptions) -> dict:
                                   f"{verdict.tolerance:g}" + (f"; {where}" if where else ""))
         else:
             report["parity"] = {"skipped": "--no-verify"}
-        if opts.to == "trt":
+        if "trt" in targets:
             from .trt import build_trt
 
             with steps("build", "TensorRT engine"):
                 report["tensorrt"] = build_trt(onnx_path, stage, env=trt_env, reference=reference,
                                                example=x, **opts.trt)
-        report["artifacts"] = {name: {"sha256": sha256(stage.dir / name), "bytes": (stage.dir / name).stat().st_size}
-                               for name in stage.files}
+        if "triton" in targets:
+            from .serve.export_step import write_triton
+
+            with steps("triton", "model repository"):
+                report["triton"] = write_triton(stage, res, stem, report.get("tensorrt"), opts.triton)
+        report["artifacts"] = _artifact_hashes(stage)
         report["versions"] = versions()
         report["timings_s"] = dict(steps.timings, total=round(time.perf_counter() - t_start, 3))
         with steps("report"):
