@@ -131,7 +131,9 @@ def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_sha
     output_names = [o.name for o in onnx_model.graph.output]
     feeds = make_feeds(input_name, sample_shape, batches, seed)
     runners = [
-        TorchRunner(torch_model, [input_name], output_names, [sample_shape], name="pytorch"),
+        # In slices of the example's batch (the size the model ran with): bounded memory, same values.
+        TorchRunner(torch_model, [input_name], output_names, [sample_shape], name="pytorch",
+                    batch_slice=int(sample_shape[0]) if sample_shape else None),
         OnnxrtRunner(SessionFromOnnx(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]), name="onnxruntime"),
     ]
     results = Comparator.run(runners, data_loader=feeds)
