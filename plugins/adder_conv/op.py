@@ -15,7 +15,9 @@ whose im2col stays under a fixed memory budget.
 Precision rule (the contract's): W, scale and shift are float32 whatever X is. float32, float16 and
 bfloat16 X are computed in float32 — |x - w|, the sum, the epilogue, and in training every gradient
 (the pre-epilogue sum the scale gradient needs is recomputed in float32, never rounded to X's type) —
-and only Y (and gradX) are rounded to X's type: FP16 means FP16 activations. float64 X (with float32 or
+and only Y (and gradX) are rounded to X's type: FP16 means FP16 activations. On this CPU path two sums
+go further, to float64, rounded once: each output's taps (forward) and dW's identity (see _adder_sum and
+adder_grads for the measured reasons). float64 X (with float32 or
 float64 W) is computed in float64 throughout, forward and backward, on CPU and CUDA alike (the CUDA
 kernels take float32/float16 only, so float64 CUDA tensors run the implementation here, exactly).
 """
