@@ -199,6 +199,9 @@ def verify_parser() -> argparse.ArgumentParser:
     _latent(p)
     p.add_argument("--accept-deviation", action="store_true",
                    help="the artifact was exported with --accept-deviation: check it against the shrunk model")
+    p.add_argument("--accept-constant-output", action="store_true",
+                   help="pass even when an output is the same for every verify input (the check then proves "
+                        "nothing about it; the warning stays in the verdict)")
     _common(p)
     return p
 
@@ -297,7 +300,9 @@ def _cmd_verify(argv) -> int:
     return run_verify(args.artifact, args.model, arch=args.arch, input_shape=_shape(args.input_shape),
                       batches=args.verify_batch, tolerance=args.tolerance, json_path=args.json,
                       junit_path=args.junit, allow_pickle=args.allow_pickle, binarize_weights=args.binarize_weights,
-                      zero_weights_as_plus_one=args.zero_weights_as_plus_one, arch_args=_arch_args(args.arch_args), slim=args.slim, accept_deviation=args.accept_deviation)
+                      zero_weights_as_plus_one=args.zero_weights_as_plus_one,
+                      arch_args=_arch_args(args.arch_args), slim=args.slim, accept_deviation=args.accept_deviation,
+                      accept_constant_output=args.accept_constant_output)
 
 
 def _cmd_shrink(argv) -> int:

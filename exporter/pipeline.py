@@ -393,7 +393,7 @@ def run_export(opts: ExportOptions) -> dict:
     from .load import artifact_stem
     from .onnx_export import export_onnx
     from .sign_flips import annotate_binarization_points
-    from .verify import verify
+    from .verify import constant_output_warning, verify
 
     t_start = time.perf_counter()
     trt_env = None
@@ -441,6 +441,8 @@ def run_export(opts: ExportOptions) -> dict:
                     verdict = verify(reference, res.model, tuple(x.shape), batches=batches)
                 report["parity"] = verdict.to_dict()
                 log(f"    worst error {verdict.worst():.3g} of max|y| (tolerance {verdict.tolerance:g})")
+                if verdict.constant_outputs:
+                    log(f"    warning: {constant_output_warning(verdict.constant_outputs)}")
                 if verdict.rounding_flips():
                     log(f"    note: {verdict.rounding_flips()} binarized value(s) lay within float rounding of 0 and took "
                         "another sign than in PyTorch; compared with PyTorch's signs there (see report.json parity)")

@@ -54,6 +54,7 @@ class Verdict:
     divergence: dict | None = None
     polygraphy_passed: bool | None = None
     packed_chains: dict | None = None  # packed model vs its unpacked form (packed_chains.compare_with_unpacked)
+    constant_outputs: list[dict] = field(default_factory=list)  # outputs the check proves nothing about
 
     def to_dict(self):
         d = {"passed": self.passed, "tolerance": self.tolerance, "polygraphy_passed": self.polygraphy_passed,
@@ -61,6 +62,9 @@ class Verdict:
              "worst": self.worst(), "rounding_flips_forced": self.rounding_flips()}
         if self.packed_chains is not None:
             d["packed_equals_unpacked"] = self.packed_chains
+        d["constant_outputs"] = self.constant_outputs
+        if self.constant_outputs:
+            d["warning"] = constant_output_warning(self.constant_outputs)
         return d
 
     def worst(self) -> float:
@@ -72,6 +76,45 @@ class Verdict:
     def rounding_flips(self) -> int:
         return sum(c.get("sign_flips", {}).get("rounding_flips_forced", 0) for c in self.cases
                    if c.get("passed_with_rounding_flips_forced"))
+
+
+def _reference_batch_slice(onnx_model: onnx.ModelProto, sample_shape) -> int | None:
+    """The PyTorch reference runs each batch in slices of the example's batch (the size the model ran
+    with): research AdderNet layers hold one slice's N x M x CK x L tensor instead of the batch's. Not for
+    binary networks: the sign-flip rule re-runs PyTorch on the whole batch and must see the very values
+    the comparison saw (a slice can round a value near 0 differently), and their layers are small."""
+    if any(n.domain == DOMAIN and n.op_type.startswith("Binary") for n in onnx_model.graph.node):
+        return None
+    return int(sample_shape[0]) if sample_shape else None
+
+
+def constant_outputs(torch_iters, output_names, tol) -> list[dict]:
+    """The outputs whose PyTorch values do not change across the verify inputs (every sample of every
+    batch): a spread of at most ``tol`` of max|y|, so an artifact computing a constant would pass the
+    same check. E.g. an untrained BatchNorm after an AdderConv (sums of -thousands, running mean 0) lets
+    the ReLU zero everything, and the check passes with an error of exactly 0."""
+    found = []
+    for name in output_names:
+        samples = []
+        for out in torch_iters:
+            a = np.asarray(out[name], np.float64)
+            samples.extend(list(a) if a.ndim >= 1 else [a])  # one entry per input sample
+        if len(samples) < 2 or any(s.shape != samples[0].shape for s in samples):
+            continue
+        scale = max((float(np.abs(s).max()) for s in samples if s.size), default=0.0)
+        spread = max((float(np.abs(s - samples[0]).max()) for s in samples[1:] if s.size), default=0.0)
+        if spread <= tol * scale:
+            found.append({"output": name, "inputs": len(samples), "max_abs": scale,
+                          "spread_of_max_abs": spread / scale if scale > 0 else 0.0})
+    return found
+
+
+def constant_output_warning(found: list[dict]) -> str:
+    names = ", ".join(f"{f['output']!r} (max|y| {f['max_abs']:.3g}, spread {f['spread_of_max_abs']:.3g} of it)"
+                      for f in found)
+    return (f"the parity check proves nothing about output(s) {names}: the PyTorch model gives the same values "
+            f"for all {found[0]['inputs']} verify inputs (within the tolerance), so an artifact computing a "
+            "constant would pass too — e.g. untrained BatchNorm statistics after AdderConv let ReLU zero everything")
 
 
 def _quiet_polygraphy():
@@ -98,7 +141,8 @@ def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_sha
     output_names = [o.name for o in onnx_model.graph.output]
     feeds = make_feeds(input_name, sample_shape, batches, seed)
     runners = [
-        TorchRunner(torch_model, [input_name], output_names, [sample_shape], name="pytorch"),
+        TorchRunner(torch_model, [input_name], output_names, [sample_shape], name="pytorch",
+                    batch_slice=_reference_batch_slice(onnx_model, sample_shape)),
         OnnxrtRunner(SessionFromOnnx(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]), name="onnxruntime"),
     ]
     results = Comparator.run(runners, data_loader=feeds)
@@ -131,7 +175,8 @@ def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_sha
     poly = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=atol, rtol=0.0, check_error_stat="max"))
     # Polygraphy compares the raw outputs; where a case only passed with rounding flips forced, its
     # plain comparison is expected to fail and the forced one (above) is the verdict.
-    verdict = Verdict(passed=bool(ok and (poly or explained)), tolerance=tol, cases=cases, polygraphy_passed=bool(poly))
+    verdict = Verdict(passed=bool(ok and (poly or explained)), tolerance=tol, cases=cases, polygraphy_passed=bool(poly),
+                      constant_outputs=constant_outputs(torch_iters, output_names, tol))
     torch_parity = verdict.passed
     if packed_model is not None:
         verdict.packed_chains = compare_with_unpacked(packed_model, onnx_model, feeds)

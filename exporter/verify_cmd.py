@@ -62,6 +62,14 @@ def junit_xml(verdict: dict, artifact: str) -> bytes:
                 msg = f"packed chains differ from the unpacked graph in {o['differing_values']} value(s)"
                 ET.SubElement(tc, "failure", message=msg).text = msg
                 suite.set("failures", str(int(suite.get("failures")) + 1))
+    if verdict.get("constant_outputs"):  # the check proves nothing about these outputs
+        tc = ET.SubElement(suite, "testcase", classname=f"cmc.parity.{Path(artifact).name}", name="outputs_vary_with_input")
+        suite.set("tests", str(int(suite.get("tests")) + 1))
+        if verdict.get("constant_outputs_accepted"):
+            ET.SubElement(tc, "system-err").text = verdict["warning"] + " (accepted: --accept-constant-output)"
+        else:
+            ET.SubElement(tc, "failure", message="outputs do not vary with the input").text = verdict["warning"]
+            suite.set("failures", str(int(suite.get("failures")) + 1))
     root = ET.Element("testsuites")
     root.append(suite)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
@@ -69,11 +77,12 @@ def junit_xml(verdict: dict, artifact: str) -> bytes:
 
 def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), tolerance=None,
                json_path="cmc-verdict.json", junit_path="cmc-verdict.xml", allow_pickle=False, arch_args=None,
-               slim=None, accept_deviation=False, binarize_weights=None, zero_weights_as_plus_one=False) -> int:
+               slim=None, accept_deviation=False, binarize_weights=None, zero_weights_as_plus_one=False,
+               accept_constant_output=False) -> int:
     import json
 
     from .idioms import eager_idioms
-    from .verify import verify
+    from .verify import constant_output_warning, verify
 
     a = Path(artifact)
     if not a.is_file():
@@ -102,7 +111,8 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
                 v = verify(reference, onnx_model, tuple(x.shape), batches=batches, tolerance=tolerance)
         except Exception as e:
             raise CmcError(f"could not run {a.name} against the model: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from e
-    verdict = dict(v.to_dict(), artifact=str(a), model=str(model), arch=arch, versions=versions())
+    verdict = dict(v.to_dict(), artifact=str(a), model=str(model), arch=arch, versions=versions(),
+                   constant_outputs_accepted=bool(accept_constant_output))
     _write_atomic(json_path, (json.dumps(verdict, indent=2, default=str) + "\n").encode())
     _write_atomic(junit_path, junit_xml(verdict, artifact))
     log(f"wrote {json_path} and {junit_path}")
@@ -114,5 +124,11 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
         print(f"cmc-export: error: parity check failed for {a.name}: worst error {v.worst():.3g} of max|y| > "
               f"tolerance {v.tolerance:g}" + (f"; {where}" if where else ""), file=sys.stderr)
         return 3
+    if v.constant_outputs:
+        warning = constant_output_warning(v.constant_outputs)
+        if not accept_constant_output:
+            print(f"cmc-export: error: {a.name}: {warning} (--accept-constant-output to accept)", file=sys.stderr)
+            return 3
+        print(f"cmc-export: warning: {a.name}: {warning} (accepted: --accept-constant-output)", file=sys.stderr)
     print(f"cmc-export: ok: {a.name} matches the PyTorch model (worst {v.worst():.3g} <= {v.tolerance:g} of max|y|)")
     return 0
