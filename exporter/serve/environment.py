@@ -62,8 +62,18 @@ def _env_facts(python: Path) -> dict:
 
 
 def install(env_dir: Path | None = None, log=print) -> TritonEnv:
-    """Create (or reuse) the isolated environment; idempotent: a complete one is only checked."""
+    """Create (or reuse) the isolated environment; idempotent: a complete one is only checked. Concurrent
+    installs (two shells, parallel test workers) wait for each other on a lock file beside the folder."""
+    import fcntl
+
     env_dir = Path(env_dir or default_env_dir())
+    env_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(env_dir.parent / f".{env_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install_locked(env_dir, log)
+
+
+def _install_locked(env_dir: Path, log) -> TritonEnv:
     marker = env_dir / MARKER
     if marker.is_file() and json.loads(marker.read_text()).get("packages") == list(PACKAGES):
         return locate_installed(env_dir)
