@@ -27,6 +27,17 @@ def require_cuda(smoke: bool) -> str:
     sys.exit("no CUDA GPU: these benchmarks only run on a GPU machine (use --smoke for a CPU code-path check)")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the machine a CPU figure was measured on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def device_info(device: str) -> dict:
     info = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": platform.python_version()}

@@ -19,6 +19,8 @@ import platform
 import sys
 from pathlib import Path
 
+from _common import cpu_name  # noqa: E402  (benchmarks/ is the script folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -102,14 +104,6 @@ def export(name: str, spec: str, tmp: Path) -> onnx.ModelProto:
     return onnx.load(str(out / f"{name}.onnx"))
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
@@ -138,7 +132,7 @@ def main(argv=None) -> int:
             records.append(rec)
             print(f"{name:20s} {n_nodes} Conv/Gemm/MatMul nodes: TF32 moves y by {rec['rel_err']:.3g} of max|y| "
                   f"(FP32 tolerance {rec['fp32_tolerance']:g})", file=sys.stderr)
-    result = {"benchmark": "tf32_effect", "machine": _cpu_name(), "cores": os.cpu_count(),
+    result = {"benchmark": "tf32_effect", "machine": cpu_name(), "cores": os.cpu_count(),
               "onnxruntime": ort.__version__, "records": records}
     text = json.dumps(result, indent=2)
     if args.out:

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import cpu_name  # noqa: E402  (benchmarks/ is the script folder)
+
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,14 +49,6 @@ def calibrated_state_dict(seed: int = 0) -> dict:
     return research.state_dict()
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _run(cmd, env) -> dict:

@@ -339,6 +339,16 @@ def _fingerprint(kind: str, t: torch.Tensor):
     return (tuple(t.shape), t.dtype, _storage(t), "nan" if math.isnan(total) else total)
 
 
+def _storage_names(state) -> dict[int, str]:
+    """Storage pointer -> "parameter 'name'" / "buffer 'name'" (the first name sharing it)."""
+    storages = {}
+    for kind, name, t in state:
+        ptr = _storage(t)
+        if ptr is not None and t.numel():
+            storages.setdefault(ptr, f"{kind} '{name}'")
+    return storages
+
+
 def _state(model: torch.nn.Module) -> list[tuple[str, str, torch.Tensor]]:
     return [*(("parameter", n, t) for n, t in model.named_parameters(remove_duplicate=False)),
             *(("buffer", n, t) for n, t in model.named_buffers(remove_duplicate=False) if t is not None)]
@@ -426,11 +436,7 @@ def settle_state(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[Set
     changing the state: the model's state is restored, [] returned, and the capture check's refusal of them
     (if they survive conversion) says there is no fixed point."""
     state = _state(model)
-    storages = {}
-    for kind, name, t in state:
-        ptr = _storage(t)
-        if ptr is not None and t.numel():
-            storages.setdefault(ptr, f"{kind} '{name}'")
+    storages = _storage_names(state)
     initial = _snapshot(model)
     rec = _StateRecorder(storages)
     with eager_idioms(), torch.no_grad(), rec:
@@ -491,11 +497,7 @@ def refuse_state_changes(model: torch.nn.Module):
     user's code, raises ``IdiomError`` naming the line, before it happens. On exit, a parameter or buffer
     that changed anyway (rebound, or changed where no Python call shows it) raises too."""
     state = _state(model)
-    storages = {}
-    for kind, name, t in state:
-        ptr = _storage(t)
-        if ptr is not None and t.numel():
-            storages.setdefault(ptr, f"{kind} '{name}'")
+    storages = _storage_names(state)
     before = {(kind, name): _fingerprint(kind, t) for kind, name, t in state}
     _refuse_all_data_writes[0] += 1
     try:
