@@ -17,8 +17,6 @@ A layer that fails either is reported as kept, with the reason: the report and t
 """
 from __future__ import annotations
 
-import ast
-
 import torch
 from torch import nn
 
@@ -121,19 +119,14 @@ def prove_calls(model: nn.Module, example: torch.Tensor, expected: dict[str, tup
     return problems
 
 
-def _node_module_path(node) -> str:
-    scope = ""
-    for p in node.metadata_props:
-        if p.key == "pkg.torch.onnx.name_scopes":
-            scope = p.value
-    try:
-        scopes = ast.literal_eval(scope) if scope else []
-    except (ValueError, SyntaxError):
-        return ""
-    if isinstance(scopes, str):
-        return scopes
-    inner = [s for s in scopes[1:-1] if s]
-    return inner[-1] if inner else ""
+def _node_module_paths(node) -> set[str]:
+    """The module paths a node belongs to: the exporter's name scope, and the name cmc gives com.cmc nodes
+    ('<layer path>/<op type>', ``onnx_export.name_cmc_nodes``)."""
+    from .onnx_export import module_path
+
+    paths = {node.name.rpartition("/")[0]}
+    paths.update(module_path(p.value) for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes")
+    return {p for p in paths if p}
 
 
 def cmc_nodes_per_layer(proto, layers: list[str], domain: str = "com.cmc") -> dict[str, int]:
@@ -143,9 +136,9 @@ def cmc_nodes_per_layer(proto, layers: list[str], domain: str = "com.cmc") -> di
     for node in proto.graph.node:
         if node.domain != domain:
             continue
-        paths = {_node_module_path(node), node.name.rpartition("/")[0]}
+        paths = _node_module_paths(node)
         for layer in layers:
-            if any(p == layer or p.startswith(layer + ".") for p in paths if p):
+            if any(p == layer or p.startswith(layer + ".") for p in paths):
                 counts[layer] += 1
     return counts
 

@@ -24,6 +24,25 @@ def _calibrated(model: nn.Module, shape=(3, 16, 16)) -> nn.Module:
     return model.eval()
 
 
+class StemNet(nn.Module):
+    """A float stem, the layer under test (16 -> 16 channels), BatchNorm, optionally a residual, a classifier."""
+
+    def __init__(self, layer: nn.Module, residual: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = layer
+        self.bn2 = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+        self.residual = residual
+
+    def forward(self, x):
+        out = F.hardtanh(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(out))
+        out = F.hardtanh(y + out if self.residual else y)
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
 # ------------------------------------------------------------ layers called through an alias
 
 class AliasBlock(nn.Module):
@@ -97,24 +116,9 @@ class AsymmetricBinConv2d(nn.Conv2d):
         return F.conv2d(xq, wq, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class AsymmetricNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.conv2 = AsymmetricBinConv2d(16, 16, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        out = F.hardtanh(self.bn1(self.conv1(x)))
-        out = F.hardtanh(self.bn2(self.conv2(out)))
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-
 def asymmetric_arch():
     torch.manual_seed(22)
-    return AsymmetricNet()
+    return StemNet(AsymmetricBinConv2d(16, 16, 3, padding=1, bias=False), residual=False)
 
 
 # ------------------------------------------------------------ .cuda() in a constructor (IR-Net)
@@ -135,24 +139,9 @@ class CtorCudaConv2d(nn.Conv2d):
         return F.conv2d(ba, torch.sign(bw), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class CtorCudaNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.conv2 = CtorCudaConv2d(16, 16, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        out = F.hardtanh(self.bn1(self.conv1(x)))
-        out = F.hardtanh(self.bn2(self.conv2(out)) + out)
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-
 def ctor_cuda_arch():
     torch.manual_seed(23)
-    return CtorCudaNet()
+    return StemNet(CtorCudaConv2d(16, 16, 3, padding=1, bias=False), residual=True)
 
 
 # ------------------------------------------------------------ in-place updates in forward (XNOR-Net NIN)
@@ -245,24 +234,9 @@ class StandardisedBinConv2d(nn.Conv2d):
         return out * self.alpha
 
 
-class StandardisedNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.conv2 = StandardisedBinConv2d(16, 16, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        out = F.hardtanh(self.bn1(self.conv1(x)))
-        out = F.hardtanh(self.bn2(self.conv2(out)) + out)
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-
 def standardised_arch():
     torch.manual_seed(27)
-    return StandardisedNet()
+    return StemNet(StandardisedBinConv2d(16, 16, 3, padding=1, bias=False), residual=True)
 
 
 # ------------------------------------------------------------ an adder layer in another layout
