@@ -226,6 +226,12 @@ def _module_path(node: onnx.NodeProto) -> str | None:
     return None
 
 
+def _enclosing_scopes(path: str) -> list[str]:
+    """'layer1.0.conv1' -> ['layer1', 'layer1.0', 'layer1.0.conv1'] (module paths split at dots)."""
+    parts = path.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
 def _all_values(onnx_model: onnx.ModelProto, feed: dict) -> dict[str, np.ndarray]:
     """Run onnxruntime with every node output exposed."""
     import onnxruntime as ort
@@ -273,12 +279,15 @@ def locate_divergence(torch_model, onnx_model, feed, tol) -> dict | None:
                     "module": _module_path(node), "rel_err": err,
                     "message": f"{node.op_type} node {node.name} disagrees with its contract reference (rel err {err:.3g})"}
 
-    # 2. The user's modules, in execution order, against the ONNX values of the same scope.
+    # 2. The user's modules, in execution order, against the ONNX values of the same scope. A module's
+    # output is the last value computed anywhere inside it: a block ending in a child module (a residual
+    # block's final ReLU, scope 'layer1.0.relu') returns that child's value, not its own last add's.
     last_value: dict[str, tuple[str, str, bool]] = {}  # module path -> (value, node, relu applied after it)
     for node in onnx_model.graph.node:
         path = _module_path(node)
         if path and node.output and node.output[0] in values:
-            last_value[path] = (node.output[0], node.name, False)
+            for scope in _enclosing_scopes(path):
+                last_value[scope] = (node.output[0], node.name, False)
         meta = {p.key: p.value for p in node.metadata_props}
         if meta.get("cmc.folded_module") and node.output[0] in values:
             last_value[meta["cmc.folded_module"]] = (node.output[0], node.name, meta.get("cmc.folded_relu") == "1")
