@@ -31,7 +31,8 @@ from .idioms import eager_idioms
 
 
 def convert_research_layers(model: nn.Module, example: torch.Tensor | None = None,
-                            zero_weights_as_plus_one: bool = False) -> tuple[nn.Module, list[dict]]:
+                            zero_weights_as_plus_one: bool = False, flow: dict | None = None
+                            ) -> tuple[nn.Module, list[dict]]:
     """``example``: an input for the calibration runs whose facts (inputs exactly 0, what flows
     between modules) the recognisers use. Without it, only layers recognisable alone are converted.
 
@@ -40,9 +41,11 @@ def convert_research_layers(model: nn.Module, example: torch.Tensor | None = Non
     ``sign_source`` (the value a sign in front of the layer took) and ``absorbed_by`` where a sign
     module became part of the BinaryConv after it; ``status`` (see ``_status``), ``calls`` (in the
     calibration run), ``also_replaced_at`` (aliases replaced too) and ``zero_weights`` (with
-    ``zero_weights_as_plus_one``: the exact-zero weights taken as +1)."""
+    ``zero_weights_as_plus_one``: the exact-zero weights taken as +1). ``flow``: the facts of a run of
+    ``model`` on ``example`` already observed (``dataflow.observe_run``), so it is not run again."""
     try:
-        flow = observe_dataflow(model, example) if example is not None else {}
+        if flow is None:
+            flow = observe_dataflow(model, example) if example is not None else {}
     except Exception as e:
         raise explain_failure(e, during="the calibration run", model=model, example=example) from e
     model = copy.deepcopy(model)

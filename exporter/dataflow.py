@@ -11,6 +11,7 @@ it; calls that return their argument itself (Dropout and Identity in eval) pass 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -115,6 +116,13 @@ class _State:
 
 def observe_dataflow(model: nn.Module, example: torch.Tensor) -> dict[str, ModuleFacts]:
     """Per module path (named_modules), what it saw in one eager run of ``model`` on ``example``."""
+    return observe_run(model, example)[0]
+
+
+def observe_run(model: nn.Module, example: torch.Tensor, inner: TorchFunctionMode | None = None):
+    """``observe_dataflow``, returning ``(facts, the model's output)``. ``inner``: a mode entered inside the
+    observation (it sees each call first, from the user's own frame), so one eager run of a large model serves
+    both (pipeline: the dry run, settling in-place updates and the dataflow facts)."""
     s = _State({name: ModuleFacts(name) for name, _ in model.named_modules()})
     hooks = []
     for name, mod in model.named_modules():
@@ -159,7 +167,7 @@ def observe_dataflow(model: nn.Module, example: torch.Tensor) -> dict[str, Modul
         hooks.append(mod.register_forward_pre_hook(pre))
         hooks.append(mod.register_forward_hook(post, always_call=True))
     try:
-        with eager_idioms(), torch.no_grad(), _Flow(s):
+        with eager_idioms(), torch.no_grad(), _Flow(s), (inner if inner is not None else nullcontext()):
             out = model(example)
     finally:
         for h in hooks:
@@ -176,7 +184,7 @@ def observe_dataflow(model: nn.Module, example: torch.Tensor) -> dict[str, Modul
         arg = s.sign_of.get(tid)
         if arg is not None:
             f.sign_source = _value_key(s, arg)
-    return s.facts
+    return s.facts, out
 
 
 def _value_key(s: _State, tid: int) -> str | None:

@@ -428,19 +428,26 @@ def _bit_identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def settle_state(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[SettledUpdate]:
+def settle_state(model: torch.nn.Module, inputs: list[torch.Tensor], first_call=None) -> list[SettledUpdate]:
     """Calls the user's ``model`` on ``inputs`` (eager, no grad), recording in-place updates of its parameters and
     buffers made by the user's code. None: returns []. Otherwise every call after the first must leave the whole
     state bit-identical (a fixed point, e.g. a clamp): the updates are returned and their call sites registered
     as settled until the enclosing ``settled_scope()`` ends; the model keeps the settled state. Updates that keep
     changing the state: the model's state is restored, [] returned, and the capture check's refusal of them
-    (if they survive conversion) says there is no fixed point."""
+    (if they survive conversion) says there is no fixed point.
+
+    ``first_call(model, x, recorder)``: runs the first call itself, with ``recorder`` the innermost torch
+    function mode (it must see each call from the user's frame); the pipeline's dry run and dataflow
+    observation share that call."""
     state = _state(model)
     storages = _storage_names(state)
     initial = _snapshot(model)
     rec = _StateRecorder(storages)
-    with eager_idioms(), torch.no_grad(), rec:
-        model(inputs[0])
+    if first_call is not None:
+        first_call(model, inputs[0], rec)
+    else:
+        with eager_idioms(), torch.no_grad(), rec:
+            model(inputs[0])
     if not rec.updates:
         return []
     for x in inputs[1:]:

@@ -116,6 +116,11 @@ def _dry_run(model: torch.nn.Module, x: torch.Tensor):
             out = model(x)
     except Exception as e:
         raise explain_failure(e, during="a dry run", model=model, example=x) from e
+    _check_outputs(out)
+
+
+def _check_outputs(out):
+    """The dry run's verdict on what the model returned: tensors, finite."""
     outs = out if isinstance(out, (tuple, list)) else [out]
     for o in outs:
         if not isinstance(o, torch.Tensor):
@@ -134,8 +139,12 @@ def _input_shape_of_program(ep) -> tuple[int, ...] | None:
     return None
 
 
-def prepare(opts: ExportOptions, steps: Steps):
-    """load + convert + shrink: returns (reference model, deployable model or program, example, report)."""
+def prepare(opts: ExportOptions, steps: Steps, memo: dict | None = None):
+    """load + convert + shrink: returns (reference model, deployable model or program, example, report).
+
+    ``memo``: where the reference model is the very model the first run computed, unchanged since (no state
+    update, no --binarize-weights / --slim / --zero-weights-as-plus-one / accepted deviation), gets
+    ``memo["example_output"]``: that run's output on the example, which the verify step reuses."""
     from .convert import convert_research_layers, pack_for_deployment, summarise
     from .idioms import capture_idioms
     from .load import load_model
@@ -170,8 +179,9 @@ def prepare(opts: ExportOptions, steps: Steps):
         return reference, loaded.exported, x, report
 
     user_model = loaded.module
-    _dry_run(user_model, x)
-    report["state_updates"] = [u.note() for u in _settle(user_model, x)]
+    with steps("run", "the model as written (dry run, in-place state updates, dataflow)"):
+        updates, flow, first_out = _first_runs(user_model, x)
+    report["state_updates"] = [u.note() for u in updates]
     if opts.binarize_weights:
         from .latent_weights import binarize_latent_weights
 
@@ -184,7 +194,9 @@ def prepare(opts: ExportOptions, steps: Steps):
             report["slim"] = _slim(user_model, opts.slim, x)
     # Convert first, so research layers (adder2d, Conv2d_Q) are shrunk as the cmc operators they are.
     with steps("convert"):
-        model, converted = convert_research_layers(user_model, x, opts.zero_weights_as_plus_one)
+        if opts.binarize_weights or opts.slim is not None:
+            flow = None  # the weights changed since the first run: the recognisers' facts are observed again
+        model, converted = convert_research_layers(user_model, x, opts.zero_weights_as_plus_one, flow=flow)
         report["converted"] = converted
         log(f"    research layers: {summarise(converted)}")
         for e in converted:  # what is not a com.cmc op is named, with the reason
@@ -215,7 +227,15 @@ def prepare(opts: ExportOptions, steps: Steps):
     model = _constant_channel_selections(model, x, report)
     deploy = pack_for_deployment(model).eval()
     _dry_run(deploy, x)
+    if (memo is not None and reference is user_model and flow is not None and not user_model.training
+            and not opts.binarize_weights and opts.slim is None):
+        memo["example_output"] = first_out
     return reference, deploy, x, report
+
+
+def known_example(x: torch.Tensor, memo: dict):
+    """(example, the reference's output on it) where prepare() kept it, for ``verify(example=...)``."""
+    return (x, memo["example_output"]) if "example_output" in memo else None
 
 
 def _zero_weights_reference(user_model, layers: list[str], x, report: dict):
@@ -235,7 +255,32 @@ def _zero_weights_reference(user_model, layers: list[str], x, report: dict):
     return patched
 
 
-def _settle(model: torch.nn.Module, x: torch.Tensor):
+def _first_runs(model: torch.nn.Module, x: torch.Tensor):
+    """The user's model's first eager runs, ``(settled updates, dataflow facts or None)``. Its first call is at
+    once the dry run (it runs, it returns finite tensors), the first call of ``_settle`` and the dataflow
+    observation the converter's recognisers read: one run of the whole model where there were three (a
+    research AdderNet ResNet-50 at 224x224 takes ~10 s a run on two cores). Returns ``(updates, facts,
+    output)``; where that first call updated the model's state, facts and output are None (the converter
+    observes the settled model again)."""
+    from .attribution import explain_failure
+    from .dataflow import observe_run
+
+    seen = {}
+
+    def first_call(m, example, recorder):
+        try:
+            seen["flow"], seen["out"] = observe_run(m, example, inner=recorder)
+        except Exception as e:
+            raise explain_failure(e, during="a dry run", model=m, example=example) from e
+        _check_outputs(seen["out"])
+
+    updates = _settle(model, x, first_call)
+    if updates:
+        return updates, None, None
+    return updates, seen.get("flow"), seen.get("out")
+
+
+def _settle(model: torch.nn.Module, x: torch.Tensor, first_call=None):
     """In-place updates of the model's state in forward that reach a fixed point (settle_state): dropped from the
     checked and captured runs until the enclosing ``idioms.settled_scope()`` ends."""
     from .attribution import explain_failure
@@ -243,7 +288,7 @@ def _settle(model: torch.nn.Module, x: torch.Tensor):
 
     g = torch.Generator().manual_seed(7)
     try:
-        updates = settle_state(model, [x, torch.randn(x.shape, generator=g)])
+        updates = settle_state(model, [x, torch.randn(x.shape, generator=g)], first_call=first_call)
     except IdiomError:
         raise
     except Exception as e:
@@ -404,7 +449,8 @@ def run_export(opts: ExportOptions) -> dict:
         trt_env = find_tensorrt(need_headers=opts.trt.get("plugin_lib") is None)
     with Staging(opts.out_dir) as stage, settled_scope():
         steps = Steps()
-        reference, deployable, x, report = prepare(opts, steps)
+        memo: dict = {}
+        reference, deployable, x, report = prepare(opts, steps, memo)
         with steps("export", "ONNX (torch.export + dynamo exporter)"):
             res = export_onnx(deployable, x, dynamic_batch=opts.dynamic_batch, packed_chains=opts.packed_chains,
                               input_names=opts.input_names, output_names=opts.output_names)
@@ -438,7 +484,8 @@ def run_export(opts: ExportOptions) -> dict:
             with steps("verify", f"PyTorch vs onnxruntime at batch {','.join(map(str, opts.verify_batches))}"):
                 batches = opts.verify_batches if res.dynamic_batch else (x.shape[0],)
                 with eager_idioms():  # the reference is the user's eager model
-                    verdict = verify(reference, res.model, tuple(x.shape), batches=batches)
+                    verdict = verify(reference, res.model, tuple(x.shape), batches=batches,
+                                     example=known_example(x, memo))
                 report["parity"] = verdict.to_dict()
                 log(f"    worst error {verdict.worst():.3g} of max|y| (tolerance {verdict.tolerance:g})")
                 if verdict.constant_outputs:
