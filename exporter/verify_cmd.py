@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 
 from .errors import CmcError
-from .pipeline import ExportOptions, Steps, log, prepare, versions
+from .pipeline import ExportOptions, Steps, known_example, log, prepare, versions
 
 
 def _write_atomic(path: str, data: bytes):
@@ -104,11 +104,13 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
     from .idioms import settled_scope
 
     with settled_scope():  # prepare() settles fixed-point updates; verify runs the user's eager model only
-        reference, _, x, report = prepare(opts, steps)
+        memo: dict = {}
+        reference, _, x, report = prepare(opts, steps, memo)
     with steps("verify", f"{a.name} vs PyTorch at batch {','.join(map(str, batches))}"):
         try:
             with eager_idioms():  # the reference is the user's eager model
-                v = verify(reference, onnx_model, tuple(x.shape), batches=batches, tolerance=tolerance)
+                v = verify(reference, onnx_model, tuple(x.shape), batches=batches, tolerance=tolerance,
+                           example=known_example(x, memo))
         except Exception as e:
             raise CmcError(f"could not run {a.name} against the model: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from e
     verdict = dict(v.to_dict(), artifact=str(a), model=str(model), arch=arch, versions=versions(),

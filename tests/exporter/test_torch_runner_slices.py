@@ -44,3 +44,46 @@ def test_outputs_without_a_batch_dimension_run_the_whole_batch():
     model = _Recorder(pooled=True).eval()
     out = _infer(model, 2)
     assert model.batches[-1] == 6 and out["y"].size == 1  # one run of the whole batch, not a sum of slices
+
+
+def test_a_slice_seen_again_is_computed_once():
+    torch.manual_seed(0)
+    model = _Recorder().eval()
+    runner = TorchRunner(model, ["x"], ["y", "z"], [(1, 3, 8, 8)], batch_slice=1)
+    stream = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    with runner:
+        one = runner.infer({"x": stream[:1].copy()})
+        five = runner.infer({"x": stream.copy()})
+    assert model.batches == [1, 1, 1, 1, 1]  # sample 0 once, although both feeds hold it
+    assert (runner.slices_run, runner.slices_reused) == (5, 1)
+    np.testing.assert_array_equal(five["y"][:1], one["y"])
+    with torch.no_grad():
+        y, _ = model(torch.from_numpy(stream))
+    np.testing.assert_allclose(five["y"], y.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_make_feeds_are_prefixes_of_one_stream():
+    from cmc.exporter.verify import make_feeds
+
+    one, five = make_feeds("x", (1, 3, 4, 4), (1, 5))
+    assert one["x"].shape == (1, 3, 4, 4) and five["x"].shape == (5, 3, 4, 4)
+    np.testing.assert_array_equal(one["x"], five["x"][:1])
+    assert len({five["x"][i].tobytes() for i in range(5)}) == 5
+
+
+def test_remembered_outputs_are_reused_and_misfits_refused():
+    torch.manual_seed(0)
+    model = _Recorder().eval()
+    runner = TorchRunner(model, ["x"], ["y", "z"], [(1, 3, 8, 8)], batch_slice=1)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        known = model(x)
+    model.batches.clear()
+    assert not runner.remember([torch.randn(2, 3, 8, 8)], model(torch.randn(2, 3, 8, 8)))  # not one slice
+    assert not runner.remember([x], known[:1])  # fewer outputs than the runner's
+    model.batches.clear()
+    assert runner.remember([x], known)
+    with runner:
+        out = runner.infer({"x": torch.cat([x, torch.randn(1, 3, 8, 8)]).numpy()})
+    assert model.batches == [1] and (runner.slices_run, runner.slices_reused) == (1, 1)
+    np.testing.assert_array_equal(out["y"][:1], known[0].numpy())
