@@ -219,6 +219,10 @@ def shrink_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    if argv is None:  # the command itself, not a call from Python: tune the process first (process_tuning)
+        from .process_tuning import reexec_with_huge_pages
+
+        reexec_with_huge_pages()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
