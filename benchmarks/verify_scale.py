@@ -1,11 +1,14 @@
 """Export + verify of an AdderNet ResNet-50 at 224x224 (issue 20): wall time and peak memory.
 
 Builds samples.addernet_resnet50 with random weights in the research layout (adder2d layers, N(0, 1)
-weights), gives its BatchNorms running statistics (from a calibration pass through cmc's layers, so the
-parity check compares outputs that vary with the input; with fresh BatchNorms ReLU zeroes everything),
-saves the state_dict and runs ``cmc-export CKPT --arch samples.addernet_resnet50:resnet50 --input-shape
-1x3x224x224 --to onnx --no-verify`` and ``cmc-export verify`` as child processes: their wall times and
-peak RSS (each child's own, from wait4) are the figures; the parity figures come from the verdict JSON.
+weights) and gives its BatchNorms running statistics from a calibration pass through cmc's layers (with
+fresh BatchNorms ReLU zeroes everything and the parity check proves nothing); the classifier's BatchNorm
+stays fresh (see calibrated_state_dict). Saves the state_dict, then runs as child processes
+``cmc-export CKPT --arch samples.addernet_resnet50:resnet50 --input-shape 1x3x224x224 --to onnx`` (the
+export with its verify step) and ``cmc-export verify`` of the artifact (the CI re-check). Each child's wall
+time and peak RSS (its own, from wait4) are the figures; parity comes from report.json and the verdict JSON.
+Last, on the export example, the float32 floor: the research code in float32 and the ONNX, each against the research
+code in float64.
 
     python benchmarks/verify_scale.py [--out benchmarks/results/verify_scale_cpu.json] [--verify-batch 1,5]
 """
@@ -30,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # BatchNorm calibration images (2-core CPU: ~4 s per image through cmc's op at 224x224).
 BN_BATCHES, BN_BATCH_SIZE = 2, 4
+CLASSIFIER_BN = "bn2."  # samples.addernet_resnet50: the BatchNorm on the logits (see calibrated_state_dict)
 
 
 def calibrated_state_dict(seed: int = 0) -> dict:
@@ -42,7 +46,14 @@ def calibrated_state_dict(seed: int = 0) -> dict:
     research = resnet50()
     fast, _ = convert_research_layers(copy.deepcopy(research))  # cmc's op: the research unfold needs GBs
     calibrate(fast, batches=BN_BATCHES, batch_size=BN_BATCH_SIZE, shape=(3, 224, 224), seed=seed)
-    bn_state = {k: v for k, v in fast.state_dict().items() if "running_" in k or "num_batches" in k}
+    # The classifier's BatchNorm (top-level bn2, on the logits) keeps its fresh statistics. A random network
+    # pools nearly the same features from every random image (measured: the pooled features' spread is 0.4 %
+    # of their mean), so logit statistics measured on such images divide by a std no trained network has and
+    # amplify float32 rounding 24-fold in that one layer: the research code's own float32 logits were then
+    # 1.7e-2 of max|y| from float64, and no float32 artifact could be checked at 2e-3. Every BatchNorm after an
+    # adder layer (where a trained AdderNet subtracts its large means too) is calibrated.
+    bn_state = {k: v for k, v in fast.state_dict().items()
+                if ("running_" in k or "num_batches" in k) and not k.startswith(CLASSIFIER_BN)}
     missing = set(bn_state) - set(research.state_dict())
     assert not missing, f"BatchNorm names differ after conversion: {sorted(missing)[:3]}"
     research.load_state_dict(bn_state, strict=False)
@@ -65,10 +76,37 @@ def _run(cmd, env) -> dict:
             "peak_rss_gib": round(usage.ru_maxrss / 2 ** 20, 3), "output_tail": lines[-8:]}
 
 
+def _float64_floor(ckpt: Path, onnx_path: Path, batch: int = 1) -> dict:
+    """On the verify step's batch-1 input (the export example): how far the research code's own float32
+    output, and the ONNX's, are from the same research code in float64 (the float32 floor of this model)."""
+    import onnxruntime as ort
+
+    from cmc.exporter.pipeline import example_input
+    from samples.addernet_resnet50 import resnet50
+
+    x = example_input((batch, 3, 224, 224)).numpy()
+    sd = torch.load(ckpt)
+    outs = {}
+    for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        model = resnet50().eval()
+        model.load_state_dict(sd)
+        model.to(dtype)
+        with torch.no_grad():
+            outs[name] = torch.cat([model(torch.from_numpy(x[i:i + 1]).to(dtype)) for i in range(batch)]).double()
+        del model
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    outs["onnx"] = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x})[0]).double()
+    ref = outs["float64"]
+    rel = {k: float((outs[k] - ref).abs().max() / ref.abs().max()) for k in ("float32", "onnx")}
+    return {"input": f"the export example ({batch}x3x224x224), the verify step's batch-1 input",
+            "research_float32_vs_float64": rel["float32"], "onnx_vs_float64": rel["onnx"]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "verify_scale_cpu.json"))
     ap.add_argument("--verify-batch", default="1,5")
+    ap.add_argument("--no-float64", action="store_true", help="skip the float64 floor (about a minute)")
     args = ap.parse_args(argv)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     with tempfile.TemporaryDirectory(prefix="cmc-verify-scale-") as tmp:
@@ -77,34 +115,45 @@ def main(argv=None):
         out_dir = Path(tmp) / "out"
         model_args = [str(ckpt), "--arch", "samples.addernet_resnet50:resnet50", "--input-shape", "1x3x224x224"]
         py = [sys.executable, "-m", "cmc.exporter.cli"]
-        # Export and verify as two processes (the export's own verify step is the same verify() call):
-        # each one's time and peak are measured, and the verdict JSON is written even when parity fails.
-        export = _run(py + model_args[:1] + ["--arch", model_args[2], "--input-shape", model_args[4], "--to", "onnx",
-                                              "-o", str(out_dir), "--no-verify"], env)
-        verdict, verify = {}, None
-        if export["rc"] == 0:
-            onnx_path = next(out_dir.glob("*.onnx"))
+        # 1. The export as a user runs it: its verify step included (one process, one load of the model).
+        export = _run(py + model_args + ["--to", "onnx", "-o", str(out_dir), "--verify-batch", args.verify_batch], env)
+        report = json.loads((out_dir / "report.json").read_text()) if export["rc"] == 0 else {}
+        # 2. The CI re-check: cmc-export verify of that artifact, a process of its own.
+        verdict, verify, floor = {}, None, None
+        onnx_files = sorted(out_dir.glob("*.onnx"))
+        if onnx_files:
             vjson = Path(tmp) / "verdict.json"
-            verify = _run(py + ["verify", str(onnx_path)] + model_args + ["--verify-batch", args.verify_batch,
-                                                                          "--json", str(vjson), "--junit",
-                                                                          str(Path(tmp) / "verdict.xml")], env)
+            verify = _run(py + ["verify", str(onnx_files[0])] + model_args + ["--verify-batch", args.verify_batch,
+                                                                              "--json", str(vjson), "--junit",
+                                                                              str(Path(tmp) / "verdict.xml")], env)
             if vjson.is_file():
                 verdict = json.loads(vjson.read_text())
-    steps = [r for r in (export, verify) if r is not None]
+            if not args.no_float64:
+                floor = _float64_floor(ckpt, onnx_files[0])
+    targets = {"wall_s": 90, "peak_rss_gib": 2.0}
+
+    def within(step):
+        return step is not None and step["rc"] == 0 and all(step[k] <= v for k, v in targets.items())
+
     result = {
         "what": "AdderNet ResNet-50 (samples.addernet_resnet50: random research-layout weights, BatchNorms "
-                f"calibrated on {BN_BATCHES * BN_BATCH_SIZE} random images), 224x224: cmc-export --to onnx "
-                "--no-verify, then cmc-export verify",
+                f"calibrated on {BN_BATCHES * BN_BATCH_SIZE} random images, the logits' BatchNorm left fresh), "
+                "224x224: `cmc-export --to onnx` (export and its verify step, one process), then `cmc-export "
+                "verify` of that artifact (the CI re-check, its own process)",
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_at_end": os.getloadavg(),
                     "python": platform.python_version(), "torch": torch.__version__},
         "verify_batches": [int(b) for b in args.verify_batch.split(",")],
-        "export": export, "verify": verify,
-        "wall_s": round(sum(r["wall_s"] for r in steps), 1),
-        "peak_rss_gib": max(r["peak_rss_gib"] for r in steps),
-        "targets": {"wall_s": 90, "peak_rss_gib": 2.0},
-        "parity": {k: verdict.get(k) for k in ("passed", "tolerance", "worst", "constant_outputs") if k in verdict},
+        "export_with_verify": export, "verify_alone": verify,
+        "targets": targets,
+        "within_targets": {"export_with_verify": within(export), "verify_alone": within(verify)},
+        "export_timings_s": report.get("timings_s"),
+        "parity_export": {k: report.get("parity", {}).get(k) for k in ("passed", "tolerance", "worst",
+                                                                         "reference_slices", "constant_outputs")},
+        "parity_verify": {k: verdict.get(k) for k in ("passed", "tolerance", "worst", "reference_slices",
+                                                     "constant_outputs") if k in verdict},
         "cases": [{"batch": c["batch"], **{n: o.get("rel_err") for n, o in c["outputs"].items()}}
                   for c in verdict.get("cases", [])],
+        "float64_floor": floor,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
