@@ -154,7 +154,8 @@ def conv_output_size(size: int, k: int, stride: int, pad_begin: int, pad_end: in
 def reference_conv(x, w, scale, shift, attrs: dict, tap):
     """The loop every conv-shaped reference shares, in float64: zero-pad X, visit every
     (output channel, input channel, kernel tap) with the strided input patch it reads, accumulate
-    ``tap(patch, weight)``, then the epilogue act(scale * acc + shift).
+    ``tap(patch, weight)``, then the epilogue act(scale * acc + shift). ``tap`` broadcasts: the output
+    channels of a group are visited together (patch [N, 1, Ho, Wo], weights [1, Mg, 1, 1]).
 
     ``x`` is [N, C, H, W] (already binarized where the op says so), ``w`` [M, C/group, kh, kw] float64,
     ``attrs`` normalised by the contract. Padded taps read 0: what that contributes is ``tap``'s business.
@@ -175,13 +176,15 @@ def reference_conv(x, w, scale, shift, attrs: dict, tap):
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     acc = np.zeros((n, m, ho, wo))
     mg = m // g
-    for oc in range(m):
-        grp = oc // mg
+    # All output channels of a group at once: each output still adds the same taps in the same order
+    # (input channel, then kernel row, then column) as a loop over single output channels would.
+    for grp in range(g):
+        ocs = slice(grp * mg, (grp + 1) * mg)
         for ci in range(cg):
             for p in range(kh):
                 for q in range(kw):
                     patch = xp[:, grp * cg + ci, p * dh: p * dh + sh * (ho - 1) + 1: sh,
                                q * dw: q * dw + sw * (wo - 1) + 1: sw]
-                    acc[:, oc] += tap(patch, w[oc, ci, p, q])
+                    acc[:, ocs] += tap(patch[:, None], w[ocs, ci, p, q][None, :, None, None])
     y = acc * np.asarray(scale, np.float64).reshape(1, m, 1, 1) + np.asarray(shift, np.float64).reshape(1, m, 1, 1)
     return np.maximum(y, 0.0) if attrs["activation"] == 1 else y

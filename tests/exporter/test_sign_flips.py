@@ -79,7 +79,7 @@ def test_verify_forces_only_rounding_flips(monkeypatch, delta, passes):
 
     m, x = _model_and_input()
     onnx_model = _shift_binarized_input(export_onnx(m, x).model, delta)
-    monkeypatch.setattr(verify_mod, "make_feeds", lambda name, shape, batches, seed=0: [{name: x.numpy()}])
+    monkeypatch.setattr(verify_mod, "make_feeds", lambda name, shape, batches, seed=0, first=None: [{name: x.numpy()}])
     v = verify(m, onnx_model, tuple(x.shape), batches=(3,))
     assert v.polygraphy_passed is False  # the plain comparison sees the flips
     assert v.passed is passes

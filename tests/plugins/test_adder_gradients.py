@@ -63,10 +63,11 @@ def _direct_forward(self, x):
     return _DirectAdder.apply(x, self.weight, strides, pads, self.eta)
 
 
-def _training_step(model, x, target, dtype, direct=False):
-    """One step's logits, input gradient and AdderConv weight gradients (float64 copies)."""
-    model = copy.deepcopy(model).to(dtype).train()
-    xx = x.to(dtype).clone().requires_grad_()
+def _training_step(model, x, target, dtype, direct=False, device="cpu"):
+    """One step's logits, input gradient and AdderConv weight gradients (float64 copies, on the CPU)."""
+    model = copy.deepcopy(model).to(device, dtype).train()
+    xx = x.to(device, dtype).clone().requires_grad_()
+    target = target.to(device)
     original = AdderConv2d.forward
     if direct:
         AdderConv2d.forward = _direct_forward
@@ -75,8 +76,9 @@ def _training_step(model, x, target, dtype, direct=False):
         F.cross_entropy(y, target).backward()
     finally:
         AdderConv2d.forward = original
-    grads = {name: mod.weight.grad.double() for name, mod in model.named_modules() if isinstance(mod, AdderConv2d)}
-    return y.detach().double(), xx.grad.double(), grads
+    grads = {name: mod.weight.grad.cpu().double() for name, mod in model.named_modules()
+             if isinstance(mod, AdderConv2d)}
+    return y.detach().cpu().double(), xx.grad.cpu().double(), grads
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +117,25 @@ def test_float32_step_as_accurate_as_direct_reference(steps, what):
     direct = _errors(steps["direct"], steps["float64"])
     assert direct[what] > 0  # the reference really is float32
     assert cmc[what] <= MAX_RATIO * direct[what], (what, cmc, direct)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU (torch.cuda.is_available() is False)")
+def test_float32_step_on_cuda_as_accurate_as_direct_reference(model, steps):
+    """The same step on CUDA (cmc's AdderConv kernels) and the direct float32 arithmetic on CUDA, each against
+    the float64 step on the CPU (issue 20's acceptance 'and on CUDA where a GPU is available')."""
+    from cmc.plugins._cuda import loader
+
+    if loader.load() is None:
+        pytest.skip(f"cmc CUDA extension unavailable: {loader.unavailable_reason()}")
+    x = adder_data.network_inputs(BATCH, seed=3)
+    target = torch.arange(BATCH) % 10
+    # True float32 in the float layers too: cuDNN's default TF32 would dominate both errors.
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        cmc = _errors(_training_step(model, x, target, torch.float32, device="cuda"), steps["float64"])
+        direct = _errors(_training_step(model, x, target, torch.float32, direct=True, device="cuda"),
+                         steps["float64"])
+    print("CUDA float32 vs float64:", {"cmc": cmc, "direct": direct})
+    for what in cmc:
+        assert direct[what] > 0
+        assert cmc[what] <= MAX_RATIO * direct[what], (what, cmc, direct)
