@@ -256,12 +256,12 @@ def _zero_weights_reference(user_model, layers: list[str], x, report: dict):
 
 
 def _first_runs(model: torch.nn.Module, x: torch.Tensor):
-    """The user's model's first eager runs, ``(settled updates, dataflow facts or None)``. Its first call is at
-    once the dry run (it runs, it returns finite tensors), the first call of ``_settle`` and the dataflow
-    observation the converter's recognisers read: one run of the whole model where there were three (a
-    research AdderNet ResNet-50 at 224x224 takes ~10 s a run on two cores). Returns ``(updates, facts,
-    output)``; where that first call updated the model's state, facts and output are None (the converter
-    observes the settled model again)."""
+    """The user's model's first eager runs: ``(settled updates, dataflow facts, output on x)``. The first call
+    is at once the dry run (it runs, it returns finite tensors), the first call of ``_settle`` and the
+    dataflow observation the converter's recognisers read: one run of the whole model where there were three
+    (a research AdderNet ResNet-50 at 224x224 takes seconds a run on two cores). Where that first call
+    updated the model's state, facts and output are None: they describe a model that no longer exists (the
+    converter observes the settled model again)."""
     from .attribution import explain_failure
     from .dataflow import observe_run
 

@@ -195,7 +195,7 @@ def verify(torch_model: torch.nn.Module, onnx_model: onnx.ModelProto, sample_sha
     # plain comparison is expected to fail and the forced one (above) is the verdict.
     verdict = Verdict(passed=bool(ok and (poly or explained)), tolerance=tol, cases=cases, polygraphy_passed=bool(poly),
                       constant_outputs=constant_outputs(torch_iters, output_names, tol))
-    if torch_runner.slices_run:
+    if torch_runner.slices_run or torch_runner.slices_reused:
         verdict.reference_slices = {"size": batch_slice, "computed": torch_runner.slices_run,
                                     "reused": torch_runner.slices_reused,
                                     "first_is_the_export_example": first is not None}
