@@ -144,7 +144,7 @@ def prepare(opts: ExportOptions, steps: Steps, memo: dict | None = None):
 
     ``memo``: where the reference model is the very model the first run computed, unchanged since (no state
     update, no --binarize-weights / --slim / --zero-weights-as-plus-one / accepted deviation), gets
-    ``memo["example_output"]``: that run's output on the example, which the verify step reuses."""
+    ``memo["example_output"]``: ``(example, that run's output on it)``, which the verify step reuses."""
     from .convert import convert_research_layers, pack_for_deployment, summarise
     from .idioms import capture_idioms
     from .load import load_model
@@ -233,9 +233,9 @@ def prepare(opts: ExportOptions, steps: Steps, memo: dict | None = None):
     return reference, deploy, x, report
 
 
-def known_example(x: torch.Tensor, memo: dict):
+def known_example(memo: dict):
     """(example, the reference's output on it) where prepare() kept it, for ``verify(example=...)``."""
-    return (x, memo["example_output"]) if "example_output" in memo else None
+    return memo.get("example_output")
 
 
 def _zero_weights_reference(user_model, layers: list[str], x, report: dict):
@@ -256,7 +256,7 @@ def _zero_weights_reference(user_model, layers: list[str], x, report: dict):
 
 
 def _first_runs(model: torch.nn.Module, x: torch.Tensor):
-    """The user's model's first eager runs: ``(settled updates, dataflow facts, output on x)``. The first call
+    """The user's model's first eager runs: ``(settled updates, dataflow facts, (x, output on x))``. The first call
     is at once the dry run (it runs, it returns finite tensors), the first call of ``_settle`` and the
     dataflow observation the converter's recognisers read: one run of the whole model where there were three
     (a research AdderNet ResNet-50 at 224x224 takes seconds a run on two cores). Where that first call
@@ -269,7 +269,10 @@ def _first_runs(model: torch.nn.Module, x: torch.Tensor):
 
     def first_call(m, example, recorder):
         try:
-            seen["flow"], seen["out"] = observe_run(m, example, inner=recorder)
+            # The model gets a copy and the pair (example as it was, output) is kept: a forward that changes its
+            # input in place must not unpair what the verify step reuses (prepare's memo).
+            seen["x"] = example.clone()
+            seen["flow"], seen["out"] = observe_run(m, example.clone(), inner=recorder)
         except Exception as e:
             raise explain_failure(e, during="a dry run", model=m, example=example) from e
         _check_outputs(seen["out"])
@@ -277,7 +280,7 @@ def _first_runs(model: torch.nn.Module, x: torch.Tensor):
     updates = _settle(model, x, first_call)
     if updates:
         return updates, None, None
-    return updates, seen.get("flow"), seen.get("out")
+    return updates, seen.get("flow"), (seen["x"], seen["out"])
 
 
 def _settle(model: torch.nn.Module, x: torch.Tensor, first_call=None):
@@ -485,7 +488,7 @@ def run_export(opts: ExportOptions) -> dict:
                 batches = opts.verify_batches if res.dynamic_batch else (x.shape[0],)
                 with eager_idioms():  # the reference is the user's eager model
                     verdict = verify(reference, res.model, tuple(x.shape), batches=batches,
-                                     example=known_example(x, memo))
+                                     example=known_example(memo))
                 report["parity"] = verdict.to_dict()
                 log(f"    worst error {verdict.worst():.3g} of max|y| (tolerance {verdict.tolerance:g})")
                 if verdict.constant_outputs:

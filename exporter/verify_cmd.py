@@ -110,7 +110,7 @@ def run_verify(artifact, model, *, arch=None, input_shape=None, batches=(1, 5), 
         try:
             with eager_idioms():  # the reference is the user's eager model
                 v = verify(reference, onnx_model, tuple(x.shape), batches=batches, tolerance=tolerance,
-                           example=known_example(x, memo))
+                           example=known_example(memo))
         except Exception as e:
             raise CmcError(f"could not run {a.name} against the model: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from e
     verdict = dict(v.to_dict(), artifact=str(a), model=str(model), arch=arch, versions=versions(),

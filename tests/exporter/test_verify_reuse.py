@@ -18,9 +18,11 @@ def test_first_run_output_is_what_the_reference_computes(in_repo_root):
     memo = {}
     ref, _, x, _ = prepare(ExportOptions(model=SAMPLE, arch=SAMPLE_ARCH, input_shape=(1, 3, 32, 32), shrink=False),
                            Steps(), memo)
+    example, out = memo["example_output"]
+    assert torch.equal(example, x)
     with torch.no_grad():
         again = ref(x)
-    assert torch.equal(memo["example_output"], again)
+    assert torch.equal(out, again)
 
 
 def test_a_first_run_that_changed_the_state_is_not_reused(tmp_path, in_repo_root):
@@ -41,3 +43,33 @@ def test_export_verify_computes_each_reference_sample_once(tmp_path, in_repo_roo
     assert parity["passed"] and [c["batch"] for c in parity["cases"]] == [1, 5]
     # Batch 1 is the example (its output from the first run), batch 5 opens with it: 4 samples computed.
     assert parity["reference_slices"] == {"size": 1, "computed": 4, "reused": 2, "first_is_the_export_example": True}
+
+
+class _ScalesItsInput(torch.nn.Module):
+    """Research code that normalises its input in place in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        x.mul_(0.5)
+        return self.conv(x).flatten(1)
+
+
+def test_an_input_changed_in_place_keeps_the_example_and_its_output_paired(tmp_path, in_repo_root, monkeypatch):
+    import sys
+
+    mod = type(sys)("scales_its_input")
+    mod.build = _ScalesItsInput
+    monkeypatch.setitem(sys.modules, "scales_its_input", mod)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pth"
+    torch.save(_ScalesItsInput().state_dict(), ckpt)
+    memo = {}
+    ref, _, _, _ = prepare(ExportOptions(model=str(ckpt), arch="scales_its_input:build", input_shape=(1, 3, 8, 8),
+                                         shrink=False), Steps(), memo)
+    example, out = memo["example_output"]
+    with torch.no_grad():
+        again = ref(example.clone())
+    assert torch.equal(out, again)  # the output of this very example, not of a halved one
