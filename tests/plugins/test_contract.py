@@ -1,4 +1,5 @@
 """The contract files are the single source of truth: everything else must agree with them."""
+import numpy as np
 import onnx
 import pytest
 
@@ -35,3 +36,39 @@ def test_function_body_declares_exactly_the_contract_attributes(entry):
     assert declared == set(entry["contract"].attribute_names) | {"plugin_version", "plugin_namespace"}
     assert (fn.domain, fn.name) == (entry["contract"].domain, entry["contract"].op_type)
     assert list(fn.input)[2:] == ["scale", "shift"]
+
+
+def _per_output_channel(x, w, attrs, tap):
+    """reference_conv's accumulation written one output channel at a time (the order it must keep)."""
+    from cmc.plugins.contract import conv_output_size
+
+    n, _, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = attrs["strides"], attrs["dilations"], attrs["pads"]
+    ho, wo = conv_output_size(h, kh, sh, pt, pb, dh), conv_output_size(wd, kw, sw, pl, pr, dw)
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    acc = np.zeros((n, m, ho, wo))
+    for oc in range(m):
+        grp = oc // (m // attrs["group"])
+        for ci in range(cg):
+            for p in range(kh):
+                for q in range(kw):
+                    patch = xp[:, grp * cg + ci, p * dh: p * dh + sh * (ho - 1) + 1: sh,
+                               q * dw: q * dw + sw * (wo - 1) + 1: sw]
+                    acc[:, oc] += tap(patch, w[oc, ci, p, q])
+    return acc
+
+
+@pytest.mark.parametrize("group, strides, pads, dilations", [
+    (1, [1, 1], [1, 1, 1, 1], [1, 1]), (2, [2, 1], [0, 1, 2, 1], [1, 2]), (4, [1, 2], [1, 0, 0, 1], [2, 1])])
+def test_reference_conv_adds_each_outputs_taps_in_the_per_channel_order(group, strides, pads, dilations):
+    """All output channels of a group at once, bit for bit the per-output-channel loop (trained magnitudes)."""
+    from cmc.plugins.contract import reference_conv
+
+    rng = np.random.default_rng(group)
+    x = np.maximum(rng.standard_normal((2, 8, 9, 7)) * 30, 0)  # post-ReLU: exact zeros
+    w = rng.standard_normal((12, 8 // group, 3, 3)) * 60
+    attrs = dict(kernel_shape=[3, 3], strides=strides, pads=pads, dilations=dilations, group=group, activation=0)
+    tap = lambda patch, wv: -np.abs(patch - wv)  # noqa: E731
+    got = reference_conv(x, w, np.ones(12), np.zeros(12), attrs, tap)
+    assert np.array_equal(got, _per_output_channel(x, w, attrs, tap))
